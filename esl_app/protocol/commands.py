@@ -1,0 +1,146 @@
+"""Serialization of the commands a client writes to FreeSWITCH.
+
+Every command is one header block ended by a blank line. FreeSWITCH reads it byte by byte, splits
+lines at LF, and never decodes what it reads (spec 1.3), so a CR or LF inside a value would start a
+new header or a new command. Nothing here lets that happen: values are checked, and an application
+argument that needs a newline (or leading spaces, or is very long) travels as a
+``content-type: text/plain`` body, which FreeSWITCH stores byte for byte (spec 3.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .errors import UnsafeCommandError
+
+_FORBIDDEN = ("\n", "\r", "\0")
+# above this an argument goes in the body: FreeSWITCH's header parsing has no limit, but bodies are
+# the documented path for long arguments and avoid any line-length surprises on the way.
+MAX_HEADER_ARG = 4096
+
+
+def check_safe(what: str, text: str) -> str:
+    """Return ``text`` if it cannot break framing; raise ``UnsafeCommandError`` naming ``what``."""
+    for char in _FORBIDDEN:
+        if char in text:
+            raise UnsafeCommandError(f"{what} contains {char!r}, which would break ESL framing: {text!r}")
+    return text
+
+
+def encode_command(line: str, headers: Iterable[tuple[str, str]] = (), body: bytes | None = None) -> bytes:
+    """Serialize a command line, optional headers and an optional body (adds Content-Length)."""
+    parts = [check_safe("command", line), "\n"]
+    for name, value in headers:
+        check_safe("header name", name)
+        if ":" in name or not name:
+            raise UnsafeCommandError(f"invalid header name {name!r}")
+        parts.append(f"{name}: {check_safe(f'header {name}', value)}\n")
+    if body is not None:
+        if b"\0" in body:
+            raise UnsafeCommandError("command body contains a NUL byte, which FreeSWITCH would truncate at")
+        parts.append(f"Content-Length: {len(body)}\n\n")
+        return "".join(parts).encode("utf-8", "surrogateescape") + body
+    parts.append("\n")
+    return "".join(parts).encode("utf-8", "surrogateescape")
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def sendmsg(
+    call_command: str,
+    *,
+    uuid: str | None = None,
+    app: str | None = None,
+    arg: str | None = None,
+    event_uuid: str | None = None,
+    event_lock: bool = False,
+    loops: int | None = None,
+    async_: bool | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+) -> bytes:
+    """A ``sendmsg`` for ``call-command: execute`` / ``hangup`` / ``unicast`` / ``xferext`` ...
+
+    ``event_uuid`` comes back as ``Application-UUID`` on CHANNEL_EXECUTE(_COMPLETE), which is how a
+    waiter finds the completion of exactly this command.
+    """
+    line = f"sendmsg {uuid}" if uuid else "sendmsg"
+    headers: list[tuple[str, str]] = [("call-command", call_command)]
+    body: bytes | None = None
+    if app is not None:
+        if not app or any(c.isspace() for c in app):
+            raise UnsafeCommandError(f"invalid application name {app!r}")
+        headers.append(("execute-app-name", app))
+    if arg is not None and arg != "":
+        if "\0" in arg:
+            raise UnsafeCommandError(f"application argument contains a NUL byte: {arg!r}")
+        if "\n" in arg or "\r" in arg or arg[0].isspace() or len(arg) > MAX_HEADER_ARG:
+            headers.append(("content-type", "text/plain"))
+            body = arg.encode("utf-8", "surrogateescape")
+        else:
+            headers.append(("execute-app-arg", arg))
+    if loops is not None:
+        headers.append(("loops", str(int(loops))))
+    if event_lock:
+        headers.append(("event-lock", "true"))
+    if async_ is not None:
+        headers.append(("async", _bool(async_)))
+    if event_uuid:
+        headers.append(("Event-UUID", event_uuid))
+    headers.extend(extra)
+    return encode_command(line, headers, body)
+
+
+def execute(
+    app: str,
+    arg: str | None = None,
+    *,
+    uuid: str | None = None,
+    event_uuid: str | None = None,
+    event_lock: bool = True,
+    loops: int | None = None,
+) -> bytes:
+    return sendmsg(
+        "execute", uuid=uuid, app=app, arg=arg, event_uuid=event_uuid, event_lock=event_lock, loops=loops
+    )
+
+
+def hangup(cause: str = "NORMAL_CLEARING", *, uuid: str | None = None) -> bytes:
+    return sendmsg("hangup", uuid=uuid, extra=[("hangup-cause", check_safe("hangup cause", cause))])
+
+
+def api(command: str, *args: str) -> bytes:
+    """``api cmd args``: the whole line is the command, so CR/LF in any argument is refused."""
+    return encode_command(" ".join(("api", command, *args)).rstrip())
+
+
+def bgapi(command: str, *args: str, job_uuid: str | None = None) -> bytes:
+    headers = [("Job-UUID", job_uuid)] if job_uuid else []
+    return encode_command(" ".join(("bgapi", command, *args)).rstrip(), headers)
+
+
+# Plain commands (their argument, when any, is part of the command line).
+CONNECT = b"connect\n\n"
+MYEVENTS = b"myevents\n\n"
+EXIT = b"exit\n\n"
+NOLINGER = b"nolinger\n\n"
+RESUME = b"resume\n\n"
+# A bare LF is discarded by FreeSWITCH without a reply and wakes its 20 ms event poll (spec 9).
+WAKE = b"\n"
+
+
+def myevents(fmt: str = "plain") -> bytes:
+    return MYEVENTS if fmt == "plain" else encode_command(f"myevents {fmt}")
+
+
+def linger(seconds: int | None = None) -> bytes:
+    return encode_command("linger" if seconds is None else f"linger {int(seconds)}")
+
+
+def event(*names: str, fmt: str = "plain") -> bytes:
+    return encode_command(" ".join(("event", fmt, *names)))
+
+
+def filter_(header: str, value: str) -> bytes:
+    return encode_command(f"filter {header} {value}")

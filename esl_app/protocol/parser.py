@@ -1,0 +1,132 @@
+"""Sans-IO reader for frames written by FreeSWITCH.
+
+Feed it bytes as they arrive, in chunks of any size; it returns every complete frame. It never
+touches a socket, so it is tested by feeding captures whole, byte by byte and in random chunks.
+"""
+
+from __future__ import annotations
+
+from .errors import ProtocolError
+from .frames import Frame
+from .headers import Headers
+from .urlcode import decode_value
+
+# A connect reply of a real SIP call reaches 100+ kB; several MB is a sane cap (spec 6.8).
+MAX_HEADER_BLOCK = 8 * 1024 * 1024
+MAX_BODY = 64 * 1024 * 1024
+
+
+class Parser:
+    """Turns a byte stream from FreeSWITCH into ``Frame`` objects."""
+
+    __slots__ = ("_buffer", "_pending", "_searched", "max_body", "max_header_block")
+
+    def __init__(self, max_header_block: int = MAX_HEADER_BLOCK, max_body: int = MAX_BODY) -> None:
+        self._buffer = bytearray()
+        # a header block already parsed whose body has not fully arrived: (headers, body length)
+        self._pending: tuple[Headers, int] | None = None
+        # how far the buffer was already searched for a block end (a big block arrives in many reads)
+        self._searched = 0
+        self.max_header_block = max_header_block
+        self.max_body = max_body
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add received bytes; return the frames they complete, in order."""
+        if data:
+            self._buffer += data
+        frames: list[Frame] = []
+        buffer = self._buffer
+        while True:
+            if self._pending is not None:
+                headers, length = self._pending
+                if len(buffer) < length:
+                    break
+                body = bytes(buffer[:length])
+                del buffer[:length]
+                self._pending = None
+                frames.append(Frame(headers, body))
+                continue
+            # FreeSWITCH writes no blank lines between frames; a robust reader skips them anyway.
+            start = 0
+            size = len(buffer)
+            while start < size and buffer[start] in (10, 13):
+                start += 1
+            if start:
+                del buffer[:start]
+            if not buffer:
+                break
+            end, sep = _find_block_end(buffer, self._searched)
+            if end < 0:
+                self._searched = max(0, len(buffer) - 3)
+                if len(buffer) > self.max_header_block:
+                    raise ProtocolError(
+                        f"header block exceeds {self.max_header_block} bytes without a blank line"
+                    )
+                break
+            self._searched = 0
+            block = bytes(buffer[:end])
+            del buffer[: end + sep]
+            headers = _parse_block(block)
+            length = _content_length(headers, self.max_body)
+            if length:
+                self._pending = (headers, length)
+                continue
+            frames.append(Frame(headers))
+        return frames
+
+    def eof(self) -> None:
+        """Call when the peer closed the connection; raises if it left a frame half-written."""
+        if self._pending is not None:
+            headers, length = self._pending
+            raise ProtocolError(
+                f"connection closed inside a {headers.get('Content-Type')!r} body "
+                f"({len(self._buffer)} of {length} bytes received)"
+            )
+        if self._buffer.strip(b"\r\n"):
+            raise ProtocolError(f"connection closed inside a header block ({len(self._buffer)} bytes)")
+
+
+def _find_block_end(buffer: bytearray, start: int) -> tuple[int, int]:
+    """Position of the blank line ending the block and the separator's length (LF LF or CR LF CR LF)."""
+    lf = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\n\r\n", start)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, 3
+    return lf, 2
+
+
+def _parse_block(block: bytes) -> Headers:
+    pairs: list[tuple[str, str]] = []
+    for line in block.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        name, colon, value = line.partition(b":")
+        if not colon or not name:
+            continue  # e.g. the second line of a getvar reply whose value had a newline (spec 1.2)
+        pairs.append((name.decode("latin-1").strip(), value.lstrip(b" ").decode("utf-8", "surrogateescape")))
+    headers = Headers(pairs)
+    # The connect reply is a whole serialized CHANNEL_DATA event: its values are URL-encoded. Every
+    # other envelope is raw, so decoding it would corrupt a Reply-Text that holds '%41' (spec 1.5).
+    if "Event-Name" in headers and (headers.get("Content-Type") or "").lower() == "command/reply":
+        headers = Headers((name, decode_value(value)) for name, value in pairs)
+    return headers
+
+
+def _content_length(headers: Headers, max_body: int) -> int:
+    raw = headers.get("Content-Length")
+    if raw is None:
+        return 0
+    try:
+        length = int(raw.strip())
+    except ValueError:
+        raise ProtocolError(f"Content-Length is not a number: {raw!r}") from None
+    if length < 0:
+        raise ProtocolError(f"Content-Length is negative: {length}")
+    if length > max_body:
+        raise ProtocolError(f"Content-Length {length} exceeds the limit of {max_body} bytes")
+    return length

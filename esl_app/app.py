@@ -1,0 +1,202 @@
+"""``App``: decorator routing, guards and the life of one call from ``connect`` to the last byte.
+
+```python
+app = App()
+
+@app.guard
+def not_blocked(call):
+    if call.caller_id_number in BLOCKED:
+        return Reject(403)
+
+@app.route(destination=regex(r"9(?P<number>\\d+)"))
+def dial_out(call, number):
+    call.bridge(f"sofia/gateway/carrier/{number}")
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .call import Call
+from .errors import CallEnded, EslAppError, RouteError
+from .routing import Matcher, Route, RouteMatch, RouteTable, build_route
+from .session import Session, SessionSettings
+
+log = logging.getLogger("esl_app.app")
+
+Flow = Callable[..., Any]
+Guard = Callable[[Call], "Reject | None"]
+HangupHook = Callable[[Call, str | None], None]
+Condition = str | Matcher | re.Pattern[str]
+
+# Q.850 causes FreeSWITCH maps these SIP codes to (so the channel's cause matches the response)
+_SIP_TO_CAUSE = {
+    403: "CALL_REJECTED", 404: "UNALLOCATED_NUMBER", 480: "NO_USER_RESPONSE", 486: "USER_BUSY",
+    487: "ORIGINATOR_CANCEL", 503: "NORMAL_TEMPORARY_FAILURE", 603: "CALL_REJECTED",
+}  # fmt: skip
+
+
+class Reject(BaseModel):
+    """What a guard returns to refuse a call before answer: a SIP response and/or a hangup cause."""
+
+    code: int | None = Field(None, ge=300, le=699)
+    reason: str | None = None
+    cause: str | None = None
+
+    def hangup_cause(self) -> str:
+        if self.cause:
+            return self.cause
+        return _SIP_TO_CAUSE.get(self.code or 0, "CALL_REJECTED" if self.code else "NORMAL_CLEARING")
+
+
+class App:
+    def __init__(self, name: str = "esl-app", settings: SessionSettings | None = None) -> None:
+        self.name = name
+        self.session_settings = settings or SessionSettings()
+        self._routes: list[Route] = []
+        self._guards: list[Guard] = []
+        self._hangup_hooks: list[HangupHook] = []
+        self._default: Flow | None = None
+        self._table: RouteTable | None = None
+        self.calls_handled = 0
+
+    # -- decorators ------------------------------------------------------------------------------
+    def route(
+        self,
+        destination: Condition | None = None,
+        *,
+        caller: Condition | None = None,
+        context: Condition | None = None,
+        variables: Mapping[str, Condition] | None = None,
+        name: str | None = None,
+    ) -> Callable[[Flow], Flow]:
+        """Register a flow. A plain string matches exactly; use ``prefix()`` or ``regex()`` otherwise."""
+
+        def register(flow: Flow) -> Flow:
+            self._routes.append(
+                build_route(
+                    flow,
+                    destination=destination,
+                    caller=caller,
+                    context=context,
+                    variables=variables,
+                    name=name,
+                    order=len(self._routes),
+                )
+            )
+            self._table = None
+            return flow
+
+        return register
+
+    def guard(self, check: Guard) -> Guard:
+        """Run ``check(call)`` before routing, in declaration order; a ``Reject`` refuses the call."""
+        self._guards.append(check)
+        return check
+
+    def default(self, flow: Flow) -> Flow:
+        """The flow for calls no route matches (without one they get 404 / UNALLOCATED_NUMBER)."""
+        if self._default is not None:
+            raise RouteError(f"a default flow is already set ({self._default.__qualname__})")
+        self._default = flow
+        return flow
+
+    def on_hangup(self, hook: HangupHook) -> HangupHook:
+        """Run ``hook(call, cause)`` after every call (cause None when the call was transferred)."""
+        self._hangup_hooks.append(hook)
+        return hook
+
+    # -- routing ---------------------------------------------------------------------------------
+    def compile(self) -> RouteTable:
+        """Build the route table (once); conflicting or invalid routes raise ``RouteError`` here."""
+        if self._table is None:
+            self._table = RouteTable(self._routes)
+        return self._table
+
+    def resolve(self, call: Call) -> RouteMatch | None:
+        return self.compile().match(call.destination, call.caller_id_number, call.context, call.variable)
+
+    # -- one call --------------------------------------------------------------------------------
+    def handle(self, sock: Any, address: tuple[str, int] | None = None) -> Call | None:
+        """Drive one outbound-socket connection from ``connect`` to close. Returns the call."""
+        table = self.compile()
+        session = Session(sock, self.session_settings, name=f"{address[0]}:{address[1]}" if address else "call")
+        try:
+            session.connect()
+        except CallEnded:
+            log.info("%s: the call ended before it could be connected", session.name)
+            session.finish()
+            return None
+        except EslAppError as exc:
+            log.error("%s: handshake failed: %s", session.name, exc)
+            session.connection.close()
+            return None
+        call = Call(session)
+        self.calls_handled += 1
+        try:
+            self._run(call, table)
+        except CallEnded:
+            pass  # the caller hung up or the call was handed off: the normal end of many calls
+        except Exception:
+            log.exception("%s: flow failed", call.uuid)
+            self._end_after_error(call)
+        finally:
+            if call.is_up:
+                try:
+                    call.hangup("NORMAL_CLEARING")
+                except EslAppError as exc:
+                    log.warning("%s: final hangup failed: %s", call.uuid, exc)
+            session.finish()
+            self._run_hooks(call)
+        return call
+
+    def _run(self, call: Call, table: RouteTable) -> None:
+        for check in self._guards:
+            verdict = check(call)
+            if verdict is not None:
+                log.info("%s: refused by guard %s: %s", call.uuid, getattr(check, "__name__", check), verdict)
+                self.reject(call, verdict)
+                return
+        match = table.match(call.destination, call.caller_id_number, call.context, call.variable)
+        if match is None:
+            if self._default is None:
+                log.info("%s: no route for %r", call.uuid, call.destination)
+                self.reject(call, Reject(code=404))
+                return
+            call.match = None
+            self._default(call)
+            return
+        call.match = match
+        match.route.flow(call, **match.kwargs())
+
+    @staticmethod
+    def reject(call: Call, verdict: Reject) -> None:
+        if verdict.code is not None and not call.answered:
+            call.respond(verdict.code, verdict.reason)
+        call.hangup(verdict.hangup_cause())
+
+    @staticmethod
+    def _end_after_error(call: Call) -> None:
+        """A flow raised: end the call cleanly (503 before answer, so a proxy can try elsewhere)."""
+        if not call.is_up:
+            return
+        try:
+            if not call.answered:
+                call.respond(503)
+            call.hangup("NORMAL_TEMPORARY_FAILURE")
+        except EslAppError as exc:
+            log.warning("%s: could not end the call after the error: %s", call.uuid, exc)
+
+    def _run_hooks(self, call: Call) -> None:
+        cause = None if call.session.transferred and not call.session.hung_up.is_set() else call.hangup_cause
+        for hook in [*call._hangup_hooks, *self._hangup_hooks]:
+            try:
+                hook(call, cause)
+            except Exception:
+                log.exception("%s: on_hangup hook %s failed", call.uuid, getattr(hook, "__name__", hook))

@@ -1,0 +1,389 @@
+"""The call-control API a flow uses: blocking verbs named the way telephony people speak.
+
+Each verb runs one FreeSWITCH application through ``Session.execute`` (own ``Event-UUID``, waits for
+the matching CHANNEL_EXECUTE_COMPLETE). Caller-controlled text is only ever passed as data: the codec
+moves arguments with newlines into a ``text/plain`` body and refuses CR/LF anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from .errors import CallTransferred, CommandError, UnsafeArgumentError
+from .protocol import Event, Headers
+from .session import BackgroundJob, Session
+
+BridgeOutcome = Literal["answered", "busy", "no_answer", "failed"]
+HangupHook = Callable[["Call", str | None], None]
+
+_BUSY = {"USER_BUSY", "BUSY", "CALL_REJECTED"}
+_NO_ANSWER = {"NO_ANSWER", "NOANSWER", "NO_USER_RESPONSE", "ALLOTTED_TIMEOUT", "PROGRESS_TIMEOUT"}
+_VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_SIP_REASONS = {
+    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here", 500: "Server Internal Error",
+    503: "Service Unavailable", 603: "Decline",
+}  # fmt: skip
+
+
+class BridgeResult(BaseModel):
+    """How a ``bridge`` ended: ``answered`` (the far end took the call), ``busy``, ``no_answer``, ``failed``."""
+
+    outcome: BridgeOutcome
+    cause: str | None = None  # the failure cause, or the far end's hangup cause after an answered bridge
+    dial_status: str | None = None
+    other_leg_uuid: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.outcome == "answered"
+
+
+class RecordResult(BaseModel):
+    path: str
+    seconds: float | None = None
+    response: str | None = None
+
+
+def _quote(value: str, what: str) -> str:
+    """Quote one argument for applications that split on spaces with single-quote grouping."""
+    if "'" in value:
+        raise UnsafeArgumentError(f"{what} cannot contain a single quote: {value!r}")
+    return f"'{value}'" if (" " in value or not value) else value
+
+
+def _check_variable_name(name: str) -> str:
+    if not _VARIABLE_NAME.match(name):
+        raise UnsafeArgumentError(f"invalid channel variable name {name!r}")
+    return name
+
+
+class Call:
+    """One call, as seen by a flow. Created by the framework after ``connect``."""
+
+    def __init__(self, session: Session, match: Any = None) -> None:
+        self.session = session
+        self.match = match  # the RouteMatch that chose the flow (captured groups)
+        self._variables: dict[str, str | None] = {}
+        self._hangup_hooks: list[HangupHook] = []
+        self.state: dict[str, Any] = {}  # free space for guards and flows to share per-call data
+
+    # -- who and what ----------------------------------------------------------------------------
+    @property
+    def uuid(self) -> str:
+        return self.session.uuid
+
+    @property
+    def data(self) -> Headers:
+        """The channel data FreeSWITCH sent in reply to ``connect`` (decoded)."""
+        return self.session.channel_data
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.session.channel_data.get(name, default)
+
+    @property
+    def destination(self) -> str:
+        return self.header("Caller-Destination-Number") or self.header("Channel-Destination-Number") or ""
+
+    @property
+    def caller_id_number(self) -> str:
+        return self.header("Caller-Caller-ID-Number") or self.header("Channel-Caller-ID-Number") or ""
+
+    @property
+    def caller_id_name(self) -> str:
+        return self.header("Caller-Caller-ID-Name") or ""
+
+    @property
+    def context(self) -> str:
+        return self.header("Caller-Context") or self.header("Channel-Context") or ""
+
+    @property
+    def channel_name(self) -> str:
+        return self.header("Channel-Name") or ""
+
+    @property
+    def mode(self) -> str:
+        return self.session.mode
+
+    @property
+    def answered(self) -> bool:
+        return self.session.answered
+
+    @property
+    def hangup_cause(self) -> str | None:
+        return self.session.hangup_cause
+
+    @property
+    def is_up(self) -> bool:
+        return not (self.session.hung_up.is_set() or self.session.transferred or self.session.connection.closed)
+
+    def variable(self, name: str, default: str | None = None) -> str | None:
+        """A channel variable as known locally: the connect data plus what this flow set or unset."""
+        if name in self._variables:
+            value = self._variables[name]
+            return default if value is None else value
+        return self.session.channel_data.get("variable_" + name, default)
+
+    def sip_header(self, name: str, default: str | None = None) -> str | None:
+        """An incoming SIP ``X-`` header, as FreeSWITCH exposes it (``variable_sip_h_<name>``)."""
+        return self.variable("sip_h_" + name, default)
+
+    def on_hangup(self, hook: HangupHook) -> HangupHook:
+        """Run ``hook(call, cause)`` once when the call leaves the application."""
+        self._hangup_hooks.append(hook)
+        return hook
+
+    # -- generic ---------------------------------------------------------------------------------
+    def execute(
+        self, app: str, arg: str | None = None, *, timeout: float | None = None, event_lock: bool = True
+    ) -> Event:
+        """Run any FreeSWITCH application and wait for its completion (the escape hatch)."""
+        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock)
+        assert event is not None
+        return event
+
+    def start(self, app: str, arg: str | None = None, *, timeout: float | None = None) -> Event:
+        """Start an application that runs until hangup (``park``, ``conference``...) and return once
+        it started; it runs without event-lock so later verbs still execute (nested inside it)."""
+        event = self.session.execute(app, arg, timeout=timeout, wait="start", event_lock=False)
+        assert event is not None
+        return event
+
+    def api(self, command: str, *args: str, timeout: float | None = None) -> str:
+        return self.session.api(command, *args, timeout=timeout)
+
+    def bgapi(self, command: str, *args: str) -> BackgroundJob:
+        return self.session.bgapi(command, *args)
+
+    # -- answering and ending --------------------------------------------------------------------
+    def answer(self, *, timeout: float | None = None) -> None:
+        self.execute("answer", timeout=timeout)
+        self.session.answered = True
+
+    def pre_answer(self, *, timeout: float | None = None) -> None:
+        self.execute("pre_answer", timeout=timeout)
+
+    def ring_ready(self, *, timeout: float | None = None) -> None:
+        self.execute("ring_ready", timeout=timeout)
+
+    def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        """Hang the call up (a no-op when it is already down)."""
+        self.session.hangup(cause)
+
+    def respond(self, code: int | str, reason: str | None = None, *, timeout: float | None = None) -> None:
+        """Send a SIP response before answer, e.g. ``respond(503)`` so the proxy tries elsewhere."""
+        code_text = str(code)
+        if not code_text.isdigit() or len(code_text) != 3:
+            raise UnsafeArgumentError(f"respond needs a 3-digit SIP code, got {code!r}")
+        reason = reason or _SIP_REASONS.get(int(code_text), "")
+        self.execute("respond", f"{code_text} {reason}".strip(), timeout=timeout)
+
+    def transfer(
+        self, destination: str, dialplan: str = "XML", context: str | None = None, *, timeout: float | None = None
+    ) -> None:
+        """Send the call to another extension; the call then leaves this application."""
+        parts = [_quote(destination, "transfer destination"), dialplan]
+        if context:
+            parts.append(_quote(context, "transfer context"))
+        self.execute("transfer", " ".join(parts), timeout=timeout)
+        self.session.transferred = True
+
+    def park(self) -> None:
+        self.start("park")
+
+    def conference(self, name: str, *, timeout: float | None = None) -> None:
+        self.start("conference", name, timeout=timeout)
+
+    def wait_for_hangup(self, timeout: float | None = None) -> bool:
+        return self.session.wait_for_hangup(timeout)
+
+    # -- media -----------------------------------------------------------------------------------
+    def playback(self, path: str, *, timeout: float | None = None) -> str:
+        """Play a file or ``tone_stream://``; returns FreeSWITCH's ``Application-Response``."""
+        event = self.execute("playback", path, timeout=timeout)
+        return event.get("Application-Response") or ""
+
+    play = playback
+
+    def gather(
+        self,
+        prompt: str,
+        *,
+        min_digits: int = 1,
+        max_digits: int = 1,
+        tries: int = 1,
+        timeout: float = 5.0,
+        terminators: str = "#",
+        invalid_prompt: str = "silence_stream://250",
+        regex: str | None = None,
+        digit_timeout: float | None = None,
+        variable: str = "esl_app_digits",
+        call_timeout: float | None = None,
+    ) -> str | None:
+        """``play_and_get_digits``: returns the digits (terminator excluded), or None when the caller
+        gave no valid input in ``tries`` attempts. Timeouts are in seconds."""
+        if not (0 < min_digits <= max_digits):
+            raise UnsafeArgumentError(f"gather needs 0 < min_digits <= max_digits, got {min_digits}, {max_digits}")
+        if terminators and not re.fullmatch(r"[0-9*#]+|none", terminators):
+            raise UnsafeArgumentError(f"invalid terminators {terminators!r}")
+        args = [
+            str(min_digits), str(max_digits), str(tries), str(int(timeout * 1000)), terminators or "none",
+            _quote(prompt, "prompt"), _quote(invalid_prompt, "invalid prompt"), _check_variable_name(variable),
+        ]  # fmt: skip
+        if regex is not None or digit_timeout is not None:
+            args.append(_quote(regex or r"\d+|[*#0-9]+", "regex"))
+        if digit_timeout is not None:
+            args.append(str(int(digit_timeout * 1000)))
+        event = self.execute("play_and_get_digits", " ".join(args), timeout=call_timeout)
+        self.session.clear_dtmf()  # the digits it read also came as DTMF events: not for collect_dtmf
+        if (event.get("variable_read_result") or "").lower() != "success":
+            return None
+        return event.get("variable_" + variable) or None
+
+    play_and_get_digits = gather
+
+    def collect_dtmf(
+        self,
+        max_digits: int = 1,
+        *,
+        timeout: float = 5.0,
+        digit_timeout: float | None = None,
+        terminators: str = "#",
+    ) -> str:
+        """Digits pressed from now on, from DTMF events (no application runs): stops at ``max_digits``,
+        a terminator (not included), or a timeout (first digit: ``timeout``; next: ``digit_timeout``)."""
+        digits = ""
+        wait = timeout
+        while len(digits) < max_digits:
+            digit = self.session.next_dtmf(wait)
+            if digit is None:
+                break
+            if digit in terminators:
+                break
+            digits += digit
+            wait = digit_timeout if digit_timeout is not None else timeout
+        return digits
+
+    def say(
+        self,
+        text: str,
+        *,
+        language: str = "en",
+        kind: str = "NUMBER",
+        method: str = "pronounced",
+        gender: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        words = [language, kind, method] + ([gender] if gender else []) + [text]
+        self.execute("say", " ".join(words), timeout=timeout)
+
+    def speak(self, text: str, *, engine: str = "flite", voice: str = "kal", timeout: float | None = None) -> None:
+        self.execute("speak", f"{engine}|{voice}|{text}", timeout=timeout)
+
+    def record(
+        self,
+        path: str,
+        *,
+        time_limit: int = 60,
+        silence_threshold: int | None = None,
+        silence_hits: int | None = None,
+        timeout: float | None = None,
+    ) -> RecordResult:
+        args = [path, str(int(time_limit))]
+        if silence_threshold is not None:
+            args.append(str(int(silence_threshold)))
+            if silence_hits is not None:
+                args.append(str(int(silence_hits)))
+        event = self.execute("record", " ".join(args), timeout=timeout)
+        seconds = event.get("variable_record_seconds")
+        return RecordResult(
+            path=path,
+            seconds=float(seconds) if seconds else None,
+            response=event.get("Application-Response"),
+        )
+
+    def sleep(self, milliseconds: int, *, timeout: float | None = None) -> None:
+        self.execute("sleep", str(int(milliseconds)), timeout=timeout)
+
+    # -- bridging --------------------------------------------------------------------------------
+    def bridge(
+        self,
+        dialstring: str,
+        *,
+        timeout: int | None = None,
+        variables: Mapping[str, str] | None = None,
+        call_timeout: float | None = None,
+    ) -> BridgeResult:
+        """Bridge to ``dialstring`` and report how it went. The A-leg stays ours whatever happens:
+        ``continue_on_fail`` and ``hangup_after_bridge=false`` are set first (pipelined, no extra wait)."""
+        setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
+        if timeout is not None:
+            setup["call_timeout"] = str(int(timeout))
+        for name, value in setup.items():
+            self.session.execute("set", f"{name}={value}", wait="none")
+        if variables:
+            leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
+            dialstring = "{" + leg_vars + "}" + dialstring
+        event = self.execute("bridge", dialstring, timeout=call_timeout)
+        return bridge_result(event)
+
+    # -- variables -------------------------------------------------------------------------------
+    def set(self, name: str, value: str, *, timeout: float | None = None) -> None:
+        self.execute("set", f"{_check_variable_name(name)}={value}", timeout=timeout)
+        self._variables[name] = value
+
+    def export(self, name: str, value: str, *, timeout: float | None = None) -> None:
+        self.execute("export", f"{_check_variable_name(name)}={value}", timeout=timeout)
+        self._variables[name] = value
+
+    def unset(self, name: str, *, timeout: float | None = None) -> None:
+        self.execute("unset", _check_variable_name(name), timeout=timeout)
+        self._variables[name] = None
+
+    def get(self, name: str, *, timeout: float | None = None) -> str | None:
+        """Read a channel variable from FreeSWITCH now (``api uuid_getvar``: safe with newlines)."""
+        _check_variable_name(name)
+        self.session.raise_if_gone()
+        if not self.session.full:
+            # api is refused without 'full'; getvar works but breaks on values with newlines (spec 1.2)
+            frame = self.session.send_command(f"getvar {name}\n\n".encode(), "getvar", timeout)
+            return frame.reply_text if frame.ok else None
+        value = self.session.api("uuid_getvar", self.uuid, name, timeout=timeout)
+        if value == "_undef_" or value.startswith("-ERR"):
+            return None
+        return value
+
+    def __repr__(self) -> str:
+        return f"<Call {self.uuid} {self.caller_id_number} -> {self.destination}>"
+
+
+def _leg_value(value: str) -> str:
+    if any(c in value for c in ",}'"):
+        raise UnsafeArgumentError(f"dial-string variable value cannot contain , }} or ': {value!r}")
+    return f"'{value}'" if " " in value else value
+
+
+def bridge_result(event: Event) -> BridgeResult:
+    """Classify a bridge's CHANNEL_EXECUTE_COMPLETE (spec 3.5: originate_disposition, DIALSTATUS)."""
+    status = event.get("variable_DIALSTATUS") or ""
+    disposition = event.get("variable_originate_disposition") or ""
+    other = event.get("variable_bridge_uuid") or event.get("Other-Leg-Unique-ID")
+    if status.upper() == "SUCCESS" or disposition.upper() in ("SUCCESS", "ANSWER"):
+        cause = event.get("variable_last_bridge_hangup_cause") or event.get("variable_bridge_hangup_cause")
+        return BridgeResult(outcome="answered", cause=cause, dial_status=status or None, other_leg_uuid=other)
+    cause = (disposition or event.get("variable_originate_failed_cause") or status or "").upper() or None
+    key = {status.upper(), cause or ""}
+    if key & _BUSY:
+        outcome: BridgeOutcome = "busy"
+    elif key & _NO_ANSWER:
+        outcome = "no_answer"
+    else:
+        outcome = "failed"
+    return BridgeResult(outcome=outcome, cause=cause, dial_status=status or None, other_leg_uuid=other)
+
+
+__all__ = ["BridgeResult", "Call", "CallTransferred", "CommandError", "RecordResult", "bridge_result"]

@@ -56,9 +56,14 @@ class Reject(BaseModel):
 
 
 class App:
-    def __init__(self, name: str = "esl-app", settings: SessionSettings | None = None) -> None:
+    def __init__(
+        self, name: str = "esl-app", settings: SessionSettings | None = None, *, max_calls: int | None = None
+    ) -> None:
         self.name = name
         self.session_settings = settings or SessionSettings()
+        self.max_calls = max_calls  # over it, calls are refused with 503 (not connect+exit: greenswitch G17)
+        self.active_calls = 0
+        self.refused_calls = 0
         self._routes: list[Route] = []
         self._guards: list[Guard] = []
         self._hangup_hooks: list[HangupHook] = []
@@ -138,7 +143,11 @@ class App:
             session.connection.close()
             return None
         call = Call(session)
+        if self.max_calls is not None and self.active_calls >= self.max_calls:
+            self._refuse_over_capacity(call)
+            return call
         self.calls_handled += 1
+        self.active_calls += 1
         try:
             self._run(call, table)
         except CallEnded:
@@ -153,8 +162,21 @@ class App:
                 except EslAppError as exc:
                     log.warning("%s: final hangup failed: %s", call.uuid, exc)
             session.finish()
+            self.active_calls -= 1
             self._run_hooks(call)
         return call
+
+    def _refuse_over_capacity(self, call: Call) -> None:
+        """Refuse explicitly: a 503 the proxy can act on. Closing the socket instead would let the
+        dialplan go on, or hang the call up with NORMAL_CLEARING (spec 2.7)."""
+        self.refused_calls += 1
+        log.warning("%s: over capacity (%d calls), refusing with 503", call.uuid, self.active_calls)
+        try:
+            call.session.execute("respond", "503 Service Unavailable", wait="none")
+            call.session.hangup("NORMAL_TEMPORARY_FAILURE")
+        except EslAppError as exc:
+            log.warning("%s: refusing failed: %s", call.uuid, exc)
+        call.session.finish()
 
     def _run(self, call: Call, table: RouteTable) -> None:
         for check in self._guards:

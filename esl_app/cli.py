@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = settings.port if args.port is None else args.port
     app = load_app(args.app)
     app.session_settings = settings.session()
+    app.max_calls = settings.max_calls
     _compile_or_exit(app)
     server = OutboundServer(app.handle, host, port, backlog=settings.backlog)
     try:

@@ -161,12 +161,15 @@ class Session:
         started = gevent.get_hub().loop.now()
         try:
             reply = self._send(data)
+            if wait == "none":
+                # don't wait even for '+OK': on a static socket it only comes after the application
+                # finished (greenswitch G14); a refusal is still reported, in the log
+                reply.rawlink(lambda result: self._log_refused(app, result))
+                return None
             # on a static socket the reply itself only comes when the application is done (spec 2.4)
             frame = self._get(reply, deadline, app)
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
-            if wait == "none":
-                return None
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
             return self._get(waiter.result, remaining, app)
         finally:
@@ -274,6 +277,10 @@ class Session:
             self.connection.close()
 
     # -- internals -------------------------------------------------------------------------------
+    def _log_refused(self, app: str, result: AsyncResult) -> None:
+        frame = result.value if result.successful() else None
+        if frame is not None and not frame.ok:
+            log.warning("%s: execute %s refused: %s", self.uuid, app, frame.reply_text)
     def _ended(self) -> CallHangup | CallTransferred:
         if self.transferred and not self.hung_up.is_set():
             return CallTransferred("the call was transferred out of this application")

@@ -28,20 +28,38 @@ def check_safe(what: str, text: str) -> str:
 
 
 def encode_command(line: str, headers: Iterable[tuple[str, str]] = (), body: bytes | None = None) -> bytes:
-    """Serialize a command line, optional headers and an optional body (adds Content-Length)."""
-    parts = [check_safe("command", line), "\n"]
+    """Serialize a command line, optional headers and an optional body (adds Content-Length).
+
+    Refused with ``UnsafeCommandError``: CR, LF or NUL anywhere in the line or a header; an empty
+    line (FreeSWITCH skips the blank lines and would take the next command's bytes for this one);
+    a caller-supplied ``Content-Length`` header (FreeSWITCH would read that many bytes of whatever
+    follows as a body, swallowing the next command).
+    """
+    if not check_safe("command", line):
+        raise UnsafeCommandError("empty command line")
+    parts = [line, "\n"]
     for name, value in headers:
         check_safe("header name", name)
         if ":" in name or not name:
             raise UnsafeCommandError(f"invalid header name {name!r}")
+        if name.lower() == "content-length":
+            raise UnsafeCommandError("Content-Length is added from the body; it cannot be given as a header")
         parts.append(f"{name}: {check_safe(f'header {name}', value)}\n")
     if body is not None:
         if b"\0" in body:
             raise UnsafeCommandError("command body contains a NUL byte, which FreeSWITCH would truncate at")
         parts.append(f"Content-Length: {len(body)}\n\n")
-        return "".join(parts).encode("utf-8", "surrogateescape") + body
+        return _encode("command", "".join(parts)) + body
     parts.append("\n")
-    return "".join(parts).encode("utf-8", "surrogateescape")
+    return _encode("command", "".join(parts))
+
+
+def _encode(what: str, text: str) -> bytes:
+    """UTF-8; undecodable input bytes (``surrogateescape``) go back out as they came in."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:  # a lone surrogate that no byte decodes to
+        raise UnsafeCommandError(f"{what} is not encodable text: {exc}") from exc
 
 
 def _bool(value: bool) -> str:
@@ -77,7 +95,7 @@ def sendmsg(
             raise UnsafeCommandError(f"application argument contains a NUL byte: {arg!r}")
         if "\n" in arg or "\r" in arg or arg[0].isspace() or len(arg) > MAX_HEADER_ARG:
             headers.append(("content-type", "text/plain"))
-            body = arg.encode("utf-8", "surrogateescape")
+            body = _encode("application argument", arg)
         else:
             headers.append(("execute-app-arg", arg))
     if loops is not None:
@@ -110,14 +128,20 @@ def hangup(cause: str = "NORMAL_CLEARING", *, uuid: str | None = None) -> bytes:
     return sendmsg("hangup", uuid=uuid, extra=[("hangup-cause", check_safe("hangup cause", cause))])
 
 
+def _api_line(word: str, command: str, args: tuple[str, ...]) -> str:
+    # checked before trimming: a trailing newline must be refused, not silently dropped
+    line = check_safe(f"{word} command", " ".join((word, command, *args)))
+    return line.rstrip(" ")
+
+
 def api(command: str, *args: str) -> bytes:
     """``api cmd args``: the whole line is the command, so CR/LF in any argument is refused."""
-    return encode_command(" ".join(("api", command, *args)).rstrip())
+    return encode_command(_api_line("api", command, args))
 
 
 def bgapi(command: str, *args: str, job_uuid: str | None = None) -> bytes:
     headers = [("Job-UUID", job_uuid)] if job_uuid else []
-    return encode_command(" ".join(("bgapi", command, *args)).rstrip(), headers)
+    return encode_command(_api_line("bgapi", command, args), headers)
 
 
 # Plain commands (their argument, when any, is part of the command line).

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .errors import ProtocolError
 from .headers import Headers
-from .urlcode import decode_value
+from .urlcode import decode_value, encode_value
 
 
-class FrameKind(str, Enum):
+class FrameKind(StrEnum):
     REPLY = "command/reply"
     API = "api/response"
     EVENT_PLAIN = "text/event-plain"
@@ -61,7 +61,7 @@ class Frame:
 
     @property
     def is_connect_reply(self) -> bool:
-        return self.kind is FrameKind.REPLY and "Event-Name" in self.headers
+        return self.kind is FrameKind.REPLY and looks_like_connect_reply(self.headers)
 
     @property
     def is_event(self) -> bool:
@@ -82,8 +82,15 @@ class Frame:
         return Event.from_frame(self)
 
     def to_bytes(self) -> bytes:
-        """Serialize back to wire bytes (headers as held: raw, or decoded for a connect reply)."""
-        lines = "".join(f"{name}: {value}\n" for name, value in self.headers.items())
+        """Serialize back to wire bytes; the parser reads them back as an equal frame.
+
+        Headers are written as held: raw, except a connect reply, whose values the parser decoded
+        and which are therefore URL-encoded again.
+        """
+        items = self.headers.items()
+        if self.is_connect_reply:
+            items = [(name, encode_value(value)) for name, value in items]
+        lines = "".join(f"{name}: {value}\n" for name, value in items)
         return lines.encode("utf-8", "surrogateescape") + b"\n" + self.body
 
 
@@ -132,6 +139,25 @@ class Event:
         raise ProtocolError(f"frame of type {frame.content_type!r} does not carry an event")
 
 
+def looks_like_connect_reply(headers: Headers) -> bool:
+    """True for the reply to ``connect``: a ``command/reply`` block that is a serialized event.
+
+    FreeSWITCH serializes CHANNEL_DATA (``Event-Name`` first) and appends ``Content-Type`` near the
+    end (spec 2.2). A plain reply starts with ``Content-Type``, so an ``Event-Name`` line that only
+    comes after it (a ``getvar`` value with a newline, spec 1.2) does not make it a connect reply.
+    """
+    event_at = content_type_at = -1
+    for index, (name, value) in enumerate(headers.items()):
+        lowered = name.lower()
+        if lowered == "event-name" and event_at < 0:
+            event_at = index
+        elif lowered == "content-type" and content_type_at < 0:
+            if value.strip().lower() != "command/reply":
+                return False
+            content_type_at = index
+    return 0 <= event_at < content_type_at
+
+
 def split_header_lines(block: bytes) -> list[tuple[str, bytes]]:
     """Split a header block into (name, raw value) pairs, FreeSWITCH style.
 
@@ -145,7 +171,7 @@ def split_header_lines(block: bytes) -> list[tuple[str, bytes]]:
         name, colon, value = line.partition(b":")
         if not colon or not name:
             continue
-        pairs.append((name.decode("latin-1").strip(), value.lstrip(b" ")))
+        pairs.append((name.decode("utf-8", "surrogateescape").strip(), value.lstrip(b" ")))
     return pairs
 
 
@@ -156,20 +182,19 @@ def parse_plain_event(payload: bytes) -> Event:
     else:
         block, rest = payload[:end], payload[end + 2 :]
     headers = Headers((name, decode_value(raw)) for name, raw in split_header_lines(block))
-    body = b""
-    if rest:
-        length = headers.get_last("Content-Length")
-        body = rest
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError as exc:
-                raise ProtocolError(f"event has a non-numeric inner Content-Length {length!r}") from exc
-            if declared != len(rest):
-                raise ProtocolError(
-                    f"event inner body is {len(rest)} bytes but its Content-Length says {declared}"
-                )
-    return Event(headers, body.decode("utf-8", "surrogateescape"), "plain")
+    # The inner body is the rest of the payload. The last length header is the serializer's own (a
+    # sendevent-created event also carries the client's lower-case one, spec 1.4); it must agree.
+    # Without a body, FreeSWITCH writes no length of its own, so a client-supplied one that read no
+    # body (``content-length: 0``, ``-1`` or junk via sendevent) may be the last: accepted as is.
+    length = headers.get_last("Content-Length")
+    if length is not None:
+        text = length.strip()
+        numeric = text.isascii() and text.isdigit()
+        if rest and not numeric:
+            raise ProtocolError(f"event has a non-numeric inner Content-Length {length!r}")
+        if numeric and int(text) != len(rest):
+            raise ProtocolError(f"event inner body is {len(rest)} bytes but its Content-Length says {text}")
+    return Event(headers, rest.decode("utf-8", "surrogateescape"), "plain")
 
 
 def parse_json_event(payload: bytes) -> Event:
@@ -190,14 +215,44 @@ def parse_json_event(payload: bytes) -> Event:
 
 
 def parse_xml_event(payload: bytes) -> Event:
+    """``<event><headers><Name>encoded</Name>...</headers>[<Content-Length>n</Content-Length><body>..]``.
+
+    FreeSWITCH puts ``Content-Length`` and ``body`` beside ``headers`` (``switch_event_xmlize``);
+    ``Content-Length`` is returned among the headers, as for plain and JSON events. A body with
+    invalid UTF-8 (SIP text, spec 1.7) is read byte-transparently instead of failing.
+    """
+    text_of = _plain_text
     try:
         root = ElementTree.fromstring(payload)
     except ElementTree.ParseError as exc:
-        raise ProtocolError(f"text/event-xml body is not valid XML: {exc}") from exc
+        if payload.lstrip().startswith(b"<?xml"):
+            raise ProtocolError(f"text/event-xml body is not valid XML: {exc}") from exc
+        try:
+            # every byte is one latin-1 character, so nothing can be invalid; undone by _latin1_text
+            root = ElementTree.fromstring(b'<?xml version="1.0" encoding="ISO-8859-1"?>' + payload)
+        except ElementTree.ParseError:
+            raise ProtocolError(f"text/event-xml body is not valid XML: {exc}") from exc
+        text_of = _latin1_text
     items: list[tuple[str, str]] = []
     headers_el = root.find("headers")
     for element in headers_el if headers_el is not None else ():
-        items.append((element.tag, decode_value(element.text or "")))
+        items.append((text_of(element.tag), decode_value(text_of(element.text or ""))))
+    length_el = root.find("Content-Length")
+    if length_el is not None:
+        items.append(("Content-Length", decode_value(text_of(length_el.text or ""))))
     body_el = root.find("body")
-    body = body_el.text or "" if body_el is not None else ""
+    body = text_of(body_el.text or "") if body_el is not None else ""
     return Event(Headers(items), body, "xml")
+
+
+def _plain_text(text: str) -> str:
+    return text
+
+
+def _latin1_text(text: str) -> str:
+    """Undo the latin-1 reading: back to bytes, then lenient UTF-8 (character references stay)."""
+    try:
+        return text.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a character reference above U+00FF
+        data = b"".join(bytes((ord(c),)) if ord(c) < 256 else c.encode("utf-8") for c in text)
+        return data.decode("utf-8", "surrogateescape")

@@ -6,14 +6,17 @@ touches a socket, so it is tested by feeding captures whole, byte by byte and in
 
 from __future__ import annotations
 
+import re
+
 from .errors import ProtocolError
-from .frames import Frame
+from .frames import Frame, looks_like_connect_reply
 from .headers import Headers
 from .urlcode import decode_value
 
 # A connect reply of a real SIP call reaches 100+ kB; several MB is a sane cap (spec 6.8).
 MAX_HEADER_BLOCK = 8 * 1024 * 1024
 MAX_BODY = 64 * 1024 * 1024
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class Parser:
@@ -36,10 +39,23 @@ class Parser:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Add received bytes; return the frames they complete, in order."""
+        """Add received bytes; return the frames they complete, in order.
+
+        Raises ``ProtocolError`` when the stream cannot be framed any more. Frames completed by the
+        same call before the bad bytes are then on the exception's ``frames`` attribute, so the
+        result does not depend on how the bytes were split into reads.
+        """
         if data:
             self._buffer += data
         frames: list[Frame] = []
+        try:
+            self._parse(frames)
+        except ProtocolError as exc:
+            exc.frames = frames
+            raise
+        return frames
+
+    def _parse(self, frames: list[Frame]) -> None:
         buffer = self._buffer
         while True:
             if self._pending is not None:
@@ -63,12 +79,16 @@ class Parser:
             end, sep = _find_block_end(buffer, self._searched)
             if end < 0:
                 self._searched = max(0, len(buffer) - 3)
-                if len(buffer) > self.max_header_block:
+                # the last two bytes may be the start of the terminator, so they do not count yet
+                if len(buffer) - 2 > self.max_header_block:
                     raise ProtocolError(
                         f"header block exceeds {self.max_header_block} bytes without a blank line"
                     )
                 break
             self._searched = 0
+            if end > self.max_header_block:
+                # same verdict whether the block arrived in one read or in many
+                raise ProtocolError(f"header block exceeds {self.max_header_block} bytes")
             block = bytes(buffer[:end])
             del buffer[: end + sep]
             headers = _parse_block(block)
@@ -77,7 +97,6 @@ class Parser:
                 self._pending = (headers, length)
                 continue
             frames.append(Frame(headers))
-        return frames
 
     def eof(self) -> None:
         """Call when the peer closed the connection; raises if it left a frame half-written."""
@@ -108,11 +127,16 @@ def _parse_block(block: bytes) -> Headers:
         name, colon, value = line.partition(b":")
         if not colon or not name:
             continue  # e.g. the second line of a getvar reply whose value had a newline (spec 1.2)
-        pairs.append((name.decode("latin-1").strip(), value.lstrip(b" ").decode("utf-8", "surrogateescape")))
+        pairs.append(
+            (
+                name.decode("utf-8", "surrogateescape").strip(),
+                value.lstrip(b" ").decode("utf-8", "surrogateescape"),
+            )
+        )
     headers = Headers(pairs)
     # The connect reply is a whole serialized CHANNEL_DATA event: its values are URL-encoded. Every
     # other envelope is raw, so decoding it would corrupt a Reply-Text that holds '%41' (spec 1.5).
-    if "Event-Name" in headers and (headers.get("Content-Type") or "").lower() == "command/reply":
+    if looks_like_connect_reply(headers):
         headers = Headers((name, decode_value(value)) for name, value in pairs)
     return headers
 
@@ -121,12 +145,13 @@ def _content_length(headers: Headers, max_body: int) -> int:
     raw = headers.get("Content-Length")
     if raw is None:
         return 0
-    try:
-        length = int(raw.strip())
-    except ValueError:
-        raise ProtocolError(f"Content-Length is not a number: {raw!r}") from None
-    if length < 0:
-        raise ProtocolError(f"Content-Length is negative: {length}")
+    text = raw.strip()
+    if text.startswith("-") and _DIGITS.fullmatch(text[1:]):
+        raise ProtocolError(f"Content-Length is negative: {text}")
+    # ASCII digits only: int() would also take '1_0', '+5' or full-width digits
+    if not _DIGITS.fullmatch(text):
+        raise ProtocolError(f"Content-Length is not a number: {raw!r}")
+    length = int(text)
     if length > max_body:
         raise ProtocolError(f"Content-Length {length} exceeds the limit of {max_body} bytes")
     return length

@@ -171,7 +171,7 @@ class Session:
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
-            return self._get(waiter.result, remaining, app)
+            return self._get(waiter.result, remaining, app, reported=deadline)
         finally:
             self._waiters.pop(app_uuid, None)
 
@@ -270,7 +270,7 @@ class Session:
         if not self.connection.closed:
             try:
                 # exit: FreeSWITCH answers '+OK bye' and the final notice; the call itself stays as it is
-                self.connection.send(commands.EXIT, expect_reply=False)
+                self.connection.send(commands.EXIT)  # its '+OK bye' is not waited for
                 self.closed.wait(0.5)
             except ConnectionClosed:
                 pass
@@ -301,11 +301,12 @@ class Session:
         assert result is not None
         return result
 
-    def _get(self, result: AsyncResult, timeout: float | None, what: str) -> Any:
+    def _get(self, result: AsyncResult, timeout: float | None, what: str, reported: float | None = None) -> Any:
         try:
             return result.get(timeout=timeout)
         except gevent.Timeout:
-            raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {timeout} s") from None
+            limit = reported if reported is not None else timeout
+            raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s") from None
         except ConnectionClosed:
             raise self._ended() from None
 

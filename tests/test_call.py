@@ -348,8 +348,8 @@ def test_hangup_during_each_blocking_verb(verb):
         call.playback("never.wav")
 
     app = single_flow_app(flow, outcome)
-    # bridge sends three pipelined `set`s before its own execute
-    hangup_at = 5 if verb == "bridge" else 2
+    # bridge sends two pipelined `set`s before its own execute
+    hangup_at = 4 if verb == "bridge" else 2
     result = simulate_call(app, destination="1000", hangup_at=hangup_at, hangup_cause="ORIGINATOR_CANCEL", timeout=10)
     assert isinstance(outcome.get("hangup"), CallHangup), outcome
     assert outcome["hangup"].cause == "ORIGINATOR_CANCEL"

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from .call import Call
 from .errors import CallEnded, EslAppError, RouteError
 from .routing import Matcher, Route, RouteMatch, RouteTable, build_route
-from .session import Session, SessionSettings
+from .session import Session, SessionObserver, SessionSettings
 
 log = logging.getLogger("esl_app.app")
 
@@ -64,6 +64,7 @@ class App:
         self.max_calls = max_calls  # over it, calls are refused with 503 (not connect+exit: greenswitch G17)
         self.active_calls = 0
         self.refused_calls = 0
+        self.observer: SessionObserver | None = None  # metrics hook (esl_app.metrics)
         self._routes: list[Route] = []
         self._guards: list[Guard] = []
         self._hangup_hooks: list[HangupHook] = []
@@ -131,7 +132,12 @@ class App:
     def handle(self, sock: Any, address: tuple[str, int] | None = None) -> Call | None:
         """Drive one outbound-socket connection from ``connect`` to close. Returns the call."""
         table = self.compile()
-        session = Session(sock, self.session_settings, name=f"{address[0]}:{address[1]}" if address else "call")
+        session = Session(
+            sock,
+            self.session_settings,
+            name=f"{address[0]}:{address[1]}" if address else "call",
+            observer=self.observer,
+        )
         try:
             session.connect()
         except CallEnded:

@@ -13,7 +13,7 @@ import logging
 import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import gevent
 from gevent.event import AsyncResult
@@ -46,6 +46,16 @@ class _Waiter:
     result: AsyncResult = field(default_factory=AsyncResult)
 
 
+class SessionObserver(Protocol):
+    """Receives what happens on calls, for metrics; must be cheap and must not raise."""
+
+    def execute_done(self, app: str, seconds: float, outcome: str) -> None:
+        """An execute finished: outcome is ``ok``, ``hangup``, ``timeout`` or ``error``."""
+
+    def protocol_error(self, error: Exception) -> None:
+        """The peer sent bytes that could not be framed or parsed; the call is being ended."""
+
+
 class BackgroundJob:
     """A ``bgapi`` job; ``wait()`` returns its output (the BACKGROUND_JOB event's body)."""
 
@@ -65,9 +75,17 @@ class BackgroundJob:
 
 
 class Session:
-    def __init__(self, sock: Any, settings: SessionSettings | None = None, *, name: str = "") -> None:
+    def __init__(
+        self,
+        sock: Any,
+        settings: SessionSettings | None = None,
+        *,
+        name: str = "",
+        observer: SessionObserver | None = None,
+    ) -> None:
         self.settings = settings or SessionSettings()
         self.name = name
+        self.observer = observer
         self.connection = Connection(
             sock, self._on_frame, self._on_close, name=name, write_timeout=self.settings.write_timeout
         )
@@ -159,21 +177,33 @@ class Session:
         if wait != "none":
             self._waiters[app_uuid] = waiter  # registered before writing (spec 3.4)
         started = gevent.get_hub().loop.now()
+        outcome = "error"
         try:
             reply = self._send(data)
             if wait == "none":
                 # don't wait even for '+OK': on a static socket it only comes after the application
                 # finished (greenswitch G14); a refusal is still reported, in the log
                 reply.rawlink(lambda result: self._log_refused(app, result))
+                outcome = "ok"
                 return None
             # on a static socket the reply itself only comes when the application is done (spec 2.4)
             frame = self._get(reply, deadline, app)
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
-            return self._get(waiter.result, remaining, app, reported=deadline)
+            event = self._get(waiter.result, remaining, app, reported=deadline)
+            outcome = "ok"
+            return event
+        except CallHangup:
+            outcome = "hangup"
+            raise
+        except CommandTimeout:
+            outcome = "timeout"
+            raise
         finally:
             self._waiters.pop(app_uuid, None)
+            if self.observer is not None:
+                self.observer.execute_done(app, gevent.get_hub().loop.now() - started, outcome)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self.hung_up.is_set() or self.connection.closed:
@@ -317,6 +347,8 @@ class Session:
             except ProtocolError as exc:
                 log.error("%s: malformed event from FreeSWITCH, ending the call: %s", self.uuid, exc)
                 self.hangup_cause = self.hangup_cause or "ESL_PROTOCOL_ERROR"
+                if self.observer is not None:
+                    self.observer.protocol_error(exc)
                 gevent.spawn(self._abort_after_protocol_error)
                 return
             self._on_event(event)
@@ -386,6 +418,8 @@ class Session:
     def _on_close(self, reason: BaseException | None) -> None:
         if isinstance(reason, ProtocolError):
             self.hangup_cause = self.hangup_cause or "ESL_PROTOCOL_ERROR"
+            if self.observer is not None:
+                self.observer.protocol_error(reason)
         self._mark_hangup(None)
         error = ConnectionClosed(f"connection closed before the job finished ({reason})")
         for job in self._jobs.values():

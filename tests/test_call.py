@@ -474,3 +474,29 @@ def test_socket_without_full_still_works():
     )
     assert outcome["result"] == "9"
     assert result.verbs == ["answer"]
+
+
+def test_hostile_caller_id_and_sip_header_are_data_never_commands():
+    """Caller-controlled values with CR/LF: stored byte for byte via a body, or refused — never a command."""
+    evil = "1001\r\n\r\nsendmsg\ncall-command: hangup\nhangup-cause: CALL_REJECTED\n\n"
+    outcome: dict = {}
+
+    def flow(call: Call):
+        call.set("seen_caller", call.caller_id_number)  # goes as a text/plain body
+        outcome["caller"] = call.caller_id_number
+        call.api("uuid_setvar", call.uuid, "tenant", call.sip_header("X-Tenant") or "")  # refused
+
+    result = simulate_call(
+        single_flow_app(flow, outcome),
+        destination="1000",
+        caller_id_number=evil,
+        variables={"sip_h_X-Tenant": "acme\nexit"},
+    )
+    assert outcome["caller"] == evil
+    assert result.variables["seen_caller"] == evil
+    assert "tenant" not in result.variables
+    # the api line was refused before anything was written, and the flow's error ended the call cleanly
+    assert not any(line.startswith("api uuid_setvar") for line in result.record.commands)
+    assert "exit" not in result.record.commands[:-1]
+    assert result.responded == "503 Service Unavailable"
+    assert result.hangup_cause == "NORMAL_TEMPORARY_FAILURE"

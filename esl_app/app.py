@@ -70,6 +70,9 @@ class App:
         self._hangup_hooks: list[HangupHook] = []
         self._default: Flow | None = None
         self._table: RouteTable | None = None
+        self._startup_hooks: list[Callable[[], None]] = []
+        self._shutdown_hooks: list[Callable[[], None]] = []
+        self.started = False
         self.calls_handled = 0
 
     # -- decorators ------------------------------------------------------------------------------
@@ -118,6 +121,34 @@ class App:
         self._hangup_hooks.append(hook)
         return hook
 
+    def on_startup(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook()`` once before the first call (e.g. load routing data so the first call hits)."""
+        self._startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Callable[[], None]) -> Callable[[], None]:
+        self._shutdown_hooks.append(hook)
+        return hook
+
+    def startup(self) -> None:
+        """Compile the routes and run the startup hooks; servers call it before accepting calls."""
+        if self.started:
+            return
+        self.compile()
+        for hook in self._startup_hooks:
+            hook()
+        self.started = True
+
+    def shutdown(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        for hook in reversed(self._shutdown_hooks):
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
+
     # -- routing ---------------------------------------------------------------------------------
     def compile(self) -> RouteTable:
         """Build the route table (once); conflicting or invalid routes raise ``RouteError`` here."""
@@ -131,6 +162,8 @@ class App:
     # -- one call --------------------------------------------------------------------------------
     def handle(self, sock: Any, address: tuple[str, int] | None = None) -> Call | None:
         """Drive one outbound-socket connection from ``connect`` to close. Returns the call."""
+        if not self.started:
+            self.startup()
         table = self.compile()
         session = Session(
             sock,

@@ -52,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.session_settings = settings.session()
     app.max_calls = settings.max_calls
     _compile_or_exit(app)
+    app.startup()
     server = OutboundServer(app.handle, host, port, backlog=settings.backlog)
     try:
         server.start()
@@ -66,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gevent.signal_handler(signal.SIGTERM, graceful)
     gevent.signal_handler(signal.SIGINT, graceful)
     server.serve_forever()
+    app.shutdown()
     return 0
 
 

@@ -295,6 +295,29 @@ MIN_LOOP_PASS = 0.5  # ``loops`` stops as soon as one pass takes less than this 
 HARD_STOP_MARGIN = 15.0  # run() ends at the latest this long after safety_timeout, whatever blocks
 
 
+
+class TimingModel(BaseModel):
+    """FreeSWITCH 1.10.12's two fixed waits (spec section 9), for latency measurements.
+
+    ``listener_poll``: an idle listener waits for input in a poll of this length before it writes
+    queued events; client bytes (a command, or a bare LF, which is discarded without a reply) end the
+    poll at once. ``park_tick``: an async socket's park loop (and an application's media loop) picks
+    queued ``sendmsg`` commands up on this tick; a static socket runs them at once, inline.
+    Off by default in tests (``timing=None``); ``esl-app bench`` turns it on.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    listener_poll: float = Field(0.020, gt=0)
+    park_tick: float = Field(0.020, gt=0)
+
+
+def next_boundary(origin: float, period: float, now: float) -> float:
+    """The first instant ``origin + k * period`` (k >= 1) that is not before ``now``."""
+    steps = max(1, math.ceil((now - origin) / period - 1e-9))
+    return origin + steps * period
+
+
 # ---------------------------------------------------------------------------------------------
 # Internal structures
 
@@ -414,8 +437,10 @@ class FakeFreeSWITCH:
         notice_linger_after_seconds: float | None = None,
         first_command_timeout: float = 25.0,
         safety_timeout: float = 120.0,
+        timing: TimingModel | None = None,
     ) -> None:
         self.script = script if script is not None else CallScript()
+        self.timing = timing
         self.sock = sock
         self.chunker = chunker
         self.notice_linger_after_seconds = notice_linger_after_seconds
@@ -456,6 +481,13 @@ class FakeFreeSWITCH:
         self._greenlets: list[Greenlet] = []
         self._reader_greenlet: Greenlet | None = None
         self._internal_error: BaseException | None = None
+        # timing model: when the listener's current poll began, and whether the client wrote since
+        self._poll_origin = time.monotonic()
+        self._client_wrote = False
+        self._events_since = 0.0  # when the oldest queued event was queued
+        self._park_origin = 0.0
+        self.bytes_received = 0
+        self.wake_bytes = 0  # bare LF/CR bytes that carried no command (the client's wakers)
 
         # subscriptions
         self._names: set[str] = set()
@@ -539,6 +571,10 @@ class FakeFreeSWITCH:
                 self._lsig.set()
                 self._csig.set()  # an inline (static) application stops waiting: nobody listens any more
                 return
+            self.bytes_received += len(data)
+            if not data.strip(b"\r\n"):
+                self.wake_bytes += len(data)
+            self._client_wrote = True  # any byte ends the listener's poll (spec 9)
             try:
                 commands = self._reader.feed(data)
             except Exception as exc:  # never let the reader die silently: the listener would wait forever
@@ -549,7 +585,7 @@ class FakeFreeSWITCH:
                 return
             if commands:
                 self._commands.extend(commands)
-                self._lsig.set()
+            self._lsig.set()
 
     def _write(self, data: bytes) -> None:
         if self._sock_closed or self._write_broken:
@@ -632,9 +668,14 @@ class FakeFreeSWITCH:
                 if static and self._commands:
                     continue  # static: pipelined replies come before the events (spec 2.4)
                 self._flush()
+                self._new_poll()
                 continue
-            self._flush()
+            poll_ends = self._poll_ends()
+            if time.monotonic() >= poll_ends:
+                self._flush()
+                self._new_poll()
             if self._eof:
+                self._flush()
                 self._on_app_closed()
                 break
             now = time.monotonic()
@@ -643,9 +684,26 @@ class FakeFreeSWITCH:
                 self._on_deadline(now)
                 continue
             self._lsig.clear()
-            if self._commands or self._events or self._eof or (self._down and not self._down_handled):
+            if self._commands or self._eof or (self._down and not self._down_handled):
                 continue
-            self._lsig.wait(min(deadline - now, 5.0))
+            if self._events:
+                if self._poll_ends() <= now:
+                    continue
+                wait = min(deadline, self._poll_ends()) - now
+            else:
+                wait = deadline - now
+            self._lsig.wait(min(wait, 5.0))
+
+    def _new_poll(self) -> None:
+        self._poll_origin = time.monotonic()
+        self._client_wrote = False
+
+    def _poll_ends(self) -> float:
+        """When the listener writes the queued events: at once without the timing model or after
+        client bytes, else at the end of the poll during which the oldest of them was queued."""
+        if self.timing is None or self._client_wrote:
+            return -math.inf
+        return next_boundary(self._poll_origin, self.timing.listener_poll, self._events_since)
 
     def _next_deadline(self) -> float:
         deadline = self._started + self.safety_timeout
@@ -718,6 +776,8 @@ class FakeFreeSWITCH:
         """Fire an event: queued for this socket if its subscription and filters pass it."""
         if self._sock_closed or not self._passes(name, headers):
             return
+        if not self._events:
+            self._events_since = time.monotonic()
         self._events.append(_Outgoing(name, headers, body, self._down))
         self._lsig.set()
 
@@ -1159,8 +1219,12 @@ class FakeFreeSWITCH:
         """The async ``socket`` application: parked, running queued messages in FIFO order."""
         try:
             self._maybe_emit_park()
+            self._park_origin = time.monotonic()
             while not self._down and not self._transferred and not self._sock_closed:
                 if self._private:
+                    self._await_tick(self._park_origin)
+                    if self._down or self._transferred or self._sock_closed:
+                        break
                     self._run_message(self._private.popleft())
                     continue
                 self._csig.clear()
@@ -1180,6 +1244,17 @@ class FakeFreeSWITCH:
             self._socket_app_done()
         if self._down:
             self._finish_hangup(unpark=not self._transferred)
+
+    def _await_tick(self, origin: float) -> None:
+        """Timing model: a queued command waits for the park loop's (or media loop's) next tick."""
+        if self.timing is None:
+            return
+        now = time.monotonic()
+        boundary = next_boundary(origin, self.timing.park_tick, now)
+        while now < boundary and not self._down and not self._sock_closed:
+            self._csig.clear()
+            self._csig.wait(boundary - now)
+            now = time.monotonic()
 
     def _socket_app_done(self) -> None:
         """CHANNEL_UNPARK and the COMPLETE of the ``socket`` application itself."""
@@ -1270,6 +1345,7 @@ class FakeFreeSWITCH:
         ``"hangup"``, ``"break"`` or ``"digit"`` (digits pressed while a reader waits).
         """
         remaining = seconds
+        origin = time.monotonic()
         while True:
             self._csig.clear()
             if self._down:
@@ -1281,7 +1357,9 @@ class FakeFreeSWITCH:
             if remaining <= 0:
                 return "done"
             if poll and not frame.message.lock and self._private:
-                self._run_message(self._private.popleft())
+                self._await_tick(origin)  # the media loop drains the queue once per frame
+                if self._private and not self._down:
+                    self._run_message(self._private.popleft())
                 continue
             if self._eof or self._sock_closed:
                 return "break"  # the socket is gone: nothing observable depends on the rest
@@ -1747,9 +1825,12 @@ def connect_tcp(
     timeout: float = 10.0,
     chunker: Callable[[bytes], list[bytes]] | None = None,
     notice_linger_after_seconds: float | None = None,
+    timing: TimingModel | None = None,
 ) -> FakeFreeSWITCH:
     """Open a TCP connection to an app server, as FreeSWITCH's ``socket`` application does; call ``.run()``."""
     sock = gevent.socket.create_connection(address, timeout=timeout)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # FreeSWITCH sets it (spec 2.1)
-    return FakeFreeSWITCH(script, sock, chunker=chunker, notice_linger_after_seconds=notice_linger_after_seconds)
+    return FakeFreeSWITCH(
+        script, sock, chunker=chunker, notice_linger_after_seconds=notice_linger_after_seconds, timing=timing
+    )

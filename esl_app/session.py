@@ -23,6 +23,7 @@ from gevent.queue import Empty, Queue
 from .errors import CallHangup, CallTransferred, CommandError, CommandTimeout, ConnectionClosed
 from .protocol import Event, Frame, FrameKind, Headers, ProtocolError, commands
 from .transport import Connection
+from .transport.waker import Waker, WakerSettings
 
 log = logging.getLogger("esl_app.session")
 
@@ -38,6 +39,7 @@ class SessionSettings:
     linger_seconds: int | None = 10  # None: no linger (hangup events may then be cut, spec 2.6)
     hangup_wait: float = 2.0  # after the flow: how long to wait for CHANNEL_HANGUP_COMPLETE
     write_timeout: float = 10.0
+    waker: WakerSettings = field(default_factory=WakerSettings)  # async sockets only
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class Session:
         self._dtmf: Queue = Queue()
         self._jobs_subscribed = False
         self.events_received = 0
+        self.waker = Waker(self.connection, self.settings.waker)
 
     # -- handshake -------------------------------------------------------------------------------
     def connect(self) -> Headers:
@@ -191,7 +194,12 @@ class Session:
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
-            event = self._get(waiter.result, remaining, app, reported=deadline)
+            if self.mode == "async" and self.settings.waker.enabled:
+                # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9)
+                with self.waker:
+                    event = self._get(waiter.result, remaining, app, reported=deadline)
+            else:
+                event = self._get(waiter.result, remaining, app, reported=deadline)
             outcome = "ok"
             return event
         except CallHangup:
@@ -295,7 +303,8 @@ class Session:
     # -- end of the call -------------------------------------------------------------------------
     def finish(self) -> None:
         """After the flow: wait briefly for the hangup record if lingering, then ``exit`` and close."""
-        if self.hung_up.is_set() and self.lingering and not self.hangup_complete.is_set():
+        # a static socket never gets CHANNEL_HANGUP_COMPLETE (spec 2.6): don't wait for it there
+        if self.hung_up.is_set() and self.lingering and self.mode == "async" and not self.hangup_complete.is_set():
             gevent.wait([self.hangup_complete, self.closed], timeout=self.settings.hangup_wait, count=1)
         if not self.connection.closed:
             try:

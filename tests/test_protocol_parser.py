@@ -541,8 +541,9 @@ def wire_frames(draw: st.DrawFn) -> tuple[bytes, tuple]:
     kind = draw(st.sampled_from(["reply", "api", "plain", "json", "xml", "final", "linger", "connect"]))
     headers = draw(st.lists(st.tuples(NAMES, VALUES), max_size=6))
     if kind == "reply":
-        text = draw(RAW_TEXT)
-        return switch.reply(text), ("reply", text.lstrip(" "))
+        # leading spaces are dropped by the reader (spec, appendix A), so they cannot round-trip
+        text = draw(RAW_TEXT.filter(lambda t: not t.startswith(" ")))
+        return switch.reply(text), ("reply", text)
     if kind == "api":
         body = draw(BODIES)
         return switch.api_response(body), ("api", body)

@@ -77,6 +77,19 @@ class Connection:
         self.bytes_written += len(data)
         return result
 
+    def write_nowait(self, data: bytes) -> bool:
+        """Write ``data`` only if no command is being written right now (never splits a command)."""
+        if self.closed or self._write_lock.locked():
+            return False
+        with self._write_lock:
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                self._closed(exc)
+                return False
+        self.bytes_written += len(data)
+        return True
+
     def request(self, data: bytes, timeout: float | None) -> Frame:
         """Send a command and wait for its reply frame."""
         result = self.send(data)

@@ -541,9 +541,8 @@ def wire_frames(draw: st.DrawFn) -> tuple[bytes, tuple]:
     kind = draw(st.sampled_from(["reply", "api", "plain", "json", "xml", "final", "linger", "connect"]))
     headers = draw(st.lists(st.tuples(NAMES, VALUES), max_size=6))
     if kind == "reply":
-        # leading spaces are dropped by the reader (spec, appendix A), so they cannot round-trip
-        text = draw(RAW_TEXT.filter(lambda t: not t.startswith(" ")))
-        return switch.reply(text), ("reply", text)
+        text = draw(RAW_TEXT)
+        return switch.reply(text), ("reply", text.lstrip(" "))
     if kind == "api":
         body = draw(BODIES)
         return switch.api_response(body), ("api", body)
@@ -598,8 +597,9 @@ def test_any_stream_of_switch_frames_parses_the_same_however_split(
     for frame, (_, expected) in zip(whole, items, strict=True):
         check(frame, expected)
     assert parse(random_chunks(data, seed, max_size=64)) == whole
-    if not blank_lines:
-        assert b"".join(frame.to_bytes() for frame in whole) == data
+    # re-serializing gives the same frames (not always the same bytes: leading spaces of raw values
+    # are dropped by the reader, spec appendix A)
+    assert parse([b"".join(frame.to_bytes() for frame in whole)]) == whole
 
 
 def test_json_payload_of_event_json_is_compact_and_unescaped() -> None:

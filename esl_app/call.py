@@ -254,8 +254,15 @@ class Call:
         digit_timeout: float | None = None,
         terminators: str = "#",
     ) -> str:
-        """Digits pressed from now on, from DTMF events (no application runs): stops at ``max_digits``,
-        a terminator (not included), or a timeout (first digit: ``timeout``; next: ``digit_timeout``)."""
+        """Digits pressed from now on: stops at ``max_digits``, a terminator (not included), or a timeout
+        (first digit: ``timeout``; next: ``digit_timeout``).
+
+        Async socket: read from DTMF events, no application runs. Static socket: FreeSWITCH creates
+        DTMF events only while an application reads digits (spec 2.4), so the ``read`` application
+        collects them (digits typed earlier are its type-ahead).
+        """
+        if self.session.mode == "static":
+            return self._read_digits(max_digits, timeout, digit_timeout, terminators)
         digits = ""
         wait = timeout
         while len(digits) < max_digits:
@@ -267,6 +274,18 @@ class Call:
             digits += digit
             wait = digit_timeout if digit_timeout is not None else timeout
         return digits
+
+    def _read_digits(self, max_digits: int, timeout: float, digit_timeout: float | None, terminators: str) -> str:
+        if terminators and not re.fullmatch(r"[0-9*#]+", terminators):
+            raise UnsafeArgumentError(f"invalid terminators {terminators!r}")
+        variable = "esl_app_read_digits"
+        args = [
+            "1", str(max_digits), "silence_stream://10", variable, str(int(timeout * 1000)), terminators or "none",
+        ]  # fmt: skip
+        if digit_timeout is not None:
+            args.append(str(int(digit_timeout * 1000)))
+        event = self.execute("read", " ".join(args))
+        return event.get("variable_" + variable) or ""
 
     def say(
         self,

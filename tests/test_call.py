@@ -500,3 +500,17 @@ def test_hostile_caller_id_and_sip_header_are_data_never_commands():
     assert "exit" not in result.record.commands[:-1]
     assert result.responded == "503 Service Unavailable"
     assert result.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
+
+
+def test_collect_dtmf_on_a_static_socket_reads_digits_with_an_application():
+    """A static socket gets DTMF events only while an application reads digits (spec 2.4)."""
+    outcome: dict = {}
+
+    def flow(call: Call):
+        call.answer()
+        return call.collect_dtmf(3, timeout=2.0, terminators="#")
+
+    result = simulate_call(single_flow_app(flow, outcome), destination="1000", mode="static", dtmf="42#")
+    assert outcome["result"] == "42"
+    assert result.verbs == ["answer", "read"]
+    assert result.args("read") == ["1 3 silence_stream://10 esl_app_read_digits 2000 #"]

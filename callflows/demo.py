@@ -96,7 +96,7 @@ def after_bridge(call: Call, result: BridgeResult) -> None:
     call.hangup("NORMAL_CLEARING")
 
 
-@app.route(regex(r"1(?P<extension>[1-9]\d{2})"), name="direct extension")
+@app.route(regex(r"(?P<extension>1[1-9]\d{2})"), name="direct extension")  # 1100-1999; 1000 is the main line
 def direct_extension(call: Call, extension: str) -> None:
     result = call.bridge(f"user/{extension}", timeout=20)
     if not result.answered:

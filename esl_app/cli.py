@@ -58,14 +58,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.start()
     except OSError as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"esl-app: serving {args.app} on {server.address[0]}:{server.address[1]}", flush=True)
 
     def graceful(*_: Any) -> None:
         print(f"esl-app: stopping; active calls have {settings.stop_deadline:.0f} s to finish", flush=True)
         gevent.spawn(server.stop, settings.stop_deadline)
 
+    # before the banner: whoever waits for it to send SIGTERM must get the graceful stop, not a kill
     gevent.signal_handler(signal.SIGTERM, graceful)
     gevent.signal_handler(signal.SIGINT, graceful)
+    print(f"esl-app: serving {args.app} on {server.address[0]}:{server.address[1]}", flush=True)
     server.serve_forever()
     app.shutdown()
     return 0

@@ -15,9 +15,10 @@ from esl_app.testing.pipe import memory_socket_pair
 
 
 class Client:
-    def __init__(self, mode: str = "async", timing: TimingModel | None = TimingModel()) -> None:
+    def __init__(self, mode: str = "async", timing: TimingModel | None = None, *, no_timing: bool = False) -> None:
         peer_end, self.sock = memory_socket_pair()
-        self.peer = FakeFreeSWITCH(CallScript(mode=mode), peer_end, timing=timing, safety_timeout=20)
+        model = None if no_timing else (timing or TimingModel())
+        self.peer = FakeFreeSWITCH(CallScript(mode=mode), peer_end, timing=model, safety_timeout=20)
         self.greenlet = gevent.spawn(self.peer.run)
         self.parser = Parser()
         self.frames: list = []
@@ -130,7 +131,7 @@ def test_events_of_an_idle_listener_wait_for_the_poll_unless_the_client_writes()
 
 
 def test_timing_model_is_off_by_default():
-    client = Client("async", timing=None)
+    client = Client("async", no_timing=True)
     client.handshake()
     samples = [client.execute_latency()[1] for _ in range(5)]
     client.close()

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .testing.simulate import measure_tcp_calls, simulate_tcp_call
-    from .transport import OutboundServer
+    from ..testing.simulate import measure_tcp_calls, simulate_tcp_call
+    from ..transport import OutboundServer
 
     app = load_app(args.app)
     compile_or_exit(app)

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .transport import OutboundServer
+    from ..transport import OutboundServer
 
     settings = Settings()
     host = args.host or settings.host

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .testing.simulate import measure_tcp_calls, simulate_tcp_call
+    from ..testing.simulate import measure_tcp_calls, simulate_tcp_call
 
     settings = Settings()
     address = (args.host or settings.host, settings.port if args.port is None else args.port)

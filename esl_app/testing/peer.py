@@ -136,6 +136,12 @@ class CallRecord(BaseModel):
     lingered: bool = False  # a linger notice was written
     protocol_errors: list[str] = Field(default_factory=list)
     transferred_to: str | None = None  # extension the call was transferred to (it left the socket)
+    # timings (time.monotonic(), comparable across processes of one machine), for latency reports
+    started_at: float = 0.0  # the peer began the call (TCP connected)
+    first_execute_at: float | None = None  # the first application started (CHANNEL_EXECUTE raised)
+    # for each execute whose COMPLETE was followed by the application's next command: seconds from the
+    # COMPLETE being raised to that command arriving (delivery to the flow + the flow's reaction)
+    completion_gaps: list[float] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,6 +491,7 @@ class FakeFreeSWITCH:
         self._poll_origin = time.monotonic()
         self._client_wrote = False
         self._events_since = 0.0  # when the oldest queued event was queued
+        self._complete_raised_at: float | None = None
         self._park_origin = 0.0
         self.bytes_received = 0
         self.wake_bytes = 0  # bare LF/CR bytes that carried no command (the client's wakers)
@@ -524,6 +531,7 @@ class FakeFreeSWITCH:
         if self.sock is None:
             raise ValueError("FakeFreeSWITCH needs a socket: pass sock= or use connect_tcp()")
         self._started = time.monotonic()
+        self.record.started_at = self._started
         self._reader_greenlet = gevent.spawn(self._read_loop)
         # a hard bound even for a write blocked on an application that stopped reading
         hard_stop = self.safety_timeout + HARD_STOP_MARGIN
@@ -857,6 +865,9 @@ class FakeFreeSWITCH:
 
     def _dispatch(self, command: Command) -> None:
         self.record.commands.append(command.line)
+        if self._complete_raised_at is not None:
+            self.record.completion_gaps.append(time.monotonic() - self._complete_raised_at)
+            self._complete_raised_at = None
         first = not self._first_done
         self._first_done = True
         word = _command_word(command.line)
@@ -1312,6 +1323,8 @@ class FakeFreeSWITCH:
                 ch.set_var("current_application", app)
                 ch.set_var("current_application_data", arg)
                 self._emit_channel("CHANNEL_EXECUTE", extra=[*app_headers, *uuid_headers])
+                if self.record.first_execute_at is None:
+                    self.record.first_execute_at = time.monotonic()
                 self.record.executed.append((app, arg))
                 self.record.verbs.append(app)
                 self._last_app = (app, arg)
@@ -1324,6 +1337,8 @@ class FakeFreeSWITCH:
                     "CHANNEL_EXECUTE_COMPLETE",
                     extra=[*app_headers, ("Application-Response", response), *uuid_headers],
                 )
+                if not self._stack[:-1]:  # an outermost application: the flow waits for this one
+                    self._complete_raised_at = time.monotonic()
                 if (
                     self._down
                     or frame.broken

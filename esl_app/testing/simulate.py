@@ -14,7 +14,7 @@ from gevent.pool import Pool
 
 from ..app import App
 from ..call import Call
-from .peer import CallRecord, CallScript, FakeFreeSWITCH
+from .peer import CallRecord, CallScript, FakeFreeSWITCH, TimingModel
 from .pipe import memory_socket_pair
 from .trace import TracingSocket
 
@@ -75,6 +75,7 @@ def simulate_call(
     timeout: float = 30.0,
     chunker: Callable[[bytes], list[bytes]] | None = None,
     trace: bool = False,
+    timing: TimingModel | None = None,
     **fields: Any,
 ) -> SimulatedCall:
     """Place one call to ``app`` in memory (no sockets). ``fields`` are ``CallScript`` fields:
@@ -83,7 +84,7 @@ def simulate_call(
     peer_end, app_end = memory_socket_pair()
     lines: list[str] = []
     peer_sock: Any = TracingSocket(peer_end, lines.append) if trace else peer_end
-    peer = FakeFreeSWITCH(_script(script, fields), peer_sock, chunker=chunker)
+    peer = FakeFreeSWITCH(_script(script, fields), peer_sock, chunker=chunker, timing=timing)
     peer_greenlet = gevent.spawn(peer.run)
     app_greenlet = gevent.spawn(app.handle, app_end, ("memory", 0))
     done = gevent.joinall([peer_greenlet, app_greenlet], timeout=timeout, raise_error=True)
@@ -99,6 +100,7 @@ def simulate_tcp_call(
     *,
     timeout: float = 30.0,
     emit: Callable[[str], None] | None = None,
+    timing: TimingModel | None = None,
     **fields: Any,
 ) -> SimulatedCall:
     """Place one call over TCP to a running esl-app server, as FreeSWITCH's ``socket`` app would."""
@@ -112,7 +114,7 @@ def simulate_tcp_call(
     sock = gevent.socket.create_connection(address, timeout=timeout)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as FreeSWITCH does (spec 2.1)
-    peer = FakeFreeSWITCH(_script(script, fields), TracingSocket(sock, record_line))
+    peer = FakeFreeSWITCH(_script(script, fields), TracingSocket(sock, record_line), timing=timing)
     with gevent.Timeout(timeout, TimeoutError(f"simulated call to {address} did not finish within {timeout} s")):
         record = peer.run()
     return SimulatedCall(record, None, lines)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -29,6 +30,16 @@ from .routing import Matcher, Route, RouteMatch, RouteTable, build_route
 from .session import Session, SessionObserver, SessionSettings
 
 log = logging.getLogger("esl_app.app")
+
+# the call this greenlet is handling, for structured logs (esl_app.pools.logs); gevent gives every
+# greenlet its own context, so these never leak from one call to another
+CALL_UUID: ContextVar[str] = ContextVar("esl_app_call_uuid", default="")
+CALL_POOL: ContextVar[str] = ContextVar("esl_app_call_pool", default="")
+
+
+def current_pool() -> str:
+    """The worker pool the current call arrived on ("" outside a pool)."""
+    return CALL_POOL.get()
 
 Flow = Callable[..., Any]
 Guard = Callable[[Call], "Reject | None"]
@@ -70,6 +81,7 @@ class App:
         self._hangup_hooks: list[HangupHook] = []
         self._default: Flow | None = None
         self._table: RouteTable | None = None
+        self._pool_tables: dict[str, RouteTable] = {}
         self._startup_hooks: list[Callable[[], None]] = []
         self._shutdown_hooks: list[Callable[[], None]] = []
         self.started = False
@@ -84,8 +96,13 @@ class App:
         context: Condition | None = None,
         variables: Mapping[str, Condition] | None = None,
         name: str | None = None,
+        pool: str | Iterable[str] | None = None,
     ) -> Callable[[Flow], Flow]:
-        """Register a flow. A plain string matches exactly; use ``prefix()`` or ``regex()`` otherwise."""
+        """Register a flow. A plain string matches exactly; use ``prefix()`` or ``regex()`` otherwise.
+
+        ``pool``: the worker pool(s) whose calls may run this route (``"inbound"``, ``"outbound"``...);
+        a call arriving on a pool's port only runs that pool's routes and the routes without a pool.
+        """
 
         def register(flow: Flow) -> Flow:
             self._routes.append(
@@ -97,9 +114,11 @@ class App:
                     variables=variables,
                     name=name,
                     order=len(self._routes),
+                    pool=pool,
                 )
             )
             self._table = None
+            self._pool_tables = {}
             return flow
 
         return register
@@ -153,18 +172,43 @@ class App:
     def compile(self) -> RouteTable:
         """Build the route table (once); conflicting or invalid routes raise ``RouteError`` here."""
         if self._table is None:
-            self._table = RouteTable(self._routes)
+            table = RouteTable(self._routes)
+            pool_tables = {pool: self._build_pool_table(pool) for pool in self.declared_pools()}
+            self._table, self._pool_tables = table, pool_tables
         return self._table
+
+    def declared_pools(self) -> set[str]:
+        """The pool names routes declare."""
+        return {pool for route in self._routes if route.pools for pool in route.pools}
+
+    def table_for(self, pool: str | None) -> RouteTable:
+        """The routes a call arriving on ``pool`` may run (every route when ``pool`` is None)."""
+        table = self.compile()
+        if pool is None:
+            return table
+        found = self._pool_tables.get(pool)
+        if found is None:
+            found = self._pool_tables[pool] = self._build_pool_table(pool)
+        return found
+
+    def _build_pool_table(self, pool: str) -> RouteTable:
+        return RouteTable([route for route in self._routes if route.runs_in(pool)])
 
     def resolve(self, call: Call) -> RouteMatch | None:
         return self.compile().match(call.destination, call.caller_id_number, call.context, call.variable)
 
     # -- one call --------------------------------------------------------------------------------
-    def handle(self, sock: Any, address: tuple[str, int] | None = None) -> Call | None:
-        """Drive one outbound-socket connection from ``connect`` to close. Returns the call."""
+    def handle(self, sock: Any, address: tuple[str, int] | None = None, *, pool: str | None = None) -> Call | None:
+        """Drive one outbound-socket connection from ``connect`` to close. Returns the call.
+
+        ``pool``: the worker pool the connection arrived on; only its routes (and routes without a
+        pool) can match.
+        """
         if not self.started:
             self.startup()
-        table = self.compile()
+        table = self.table_for(pool)
+        if pool is not None:
+            CALL_POOL.set(pool)
         session = Session(
             sock,
             self.session_settings,
@@ -181,6 +225,7 @@ class App:
             log.error("%s: handshake failed: %s", session.name, exc)
             session.connection.close()
             return None
+        CALL_UUID.set(session.uuid)
         call = Call(session)
         if self.max_calls is not None and self.active_calls >= self.max_calls:
             self._refuse_over_capacity(call)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,13 +77,19 @@ class Route:
     name: str = ""
     order: int = 0
     accepts: frozenset[str] | None = None  # keyword names the flow takes (None: **kwargs)
+    pools: frozenset[str] | None = None  # the worker pools whose calls may run it (None: every pool)
 
     @property
     def conditions(self) -> int:
-        return sum(m is not None for m in (self.caller, self.context)) + len(self.variables)
+        # a route declared for a pool is more specific than one shared by every pool
+        return sum(m is not None for m in (self.caller, self.context)) + len(self.variables) + (self.pools is not None)
 
     def signature(self) -> tuple[Any, ...]:
-        return (self.destination, self.caller, self.context, tuple(sorted(self.variables.items())))
+        pools = tuple(sorted(self.pools)) if self.pools is not None else None
+        return (self.destination, self.caller, self.context, tuple(sorted(self.variables.items())), pools)
+
+    def runs_in(self, pool: str | None) -> bool:
+        return pool is None or self.pools is None or pool in self.pools
 
     def describe(self) -> str:
         parts = [f"destination={self.destination}" if self.destination else "destination=<any>"]
@@ -92,6 +98,8 @@ class Route:
         if self.context:
             parts.append(f"context={self.context}")
         parts += [f"{name}={matcher}" for name, matcher in self.variables.items()]
+        if self.pools is not None:
+            parts.append(f"pool={','.join(sorted(self.pools))}")
         return " ".join(parts)
 
 
@@ -253,6 +261,7 @@ def build_route(
     variables: Mapping[str, str | Matcher | re.Pattern[str]] | None,
     name: str | None,
     order: int,
+    pool: str | Iterable[str] | None = None,
 ) -> Route:
     if not callable(flow):
         raise RouteError(f"route target {flow!r} is not callable")
@@ -264,4 +273,14 @@ def build_route(
         variables={k: as_matcher(v, f"variable {k}") for k, v in (variables or {}).items()},
         name=name or getattr(flow, "__qualname__", repr(flow)),
         order=order,
+        pools=_pools(pool),
     )
+
+
+def _pools(pool: str | Iterable[str] | None) -> frozenset[str] | None:
+    if pool is None:
+        return None
+    names = frozenset([pool] if isinstance(pool, str) else pool)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise RouteError(f"pool must be a pool name or a list of names, not {pool!r}")
+    return names

@@ -1,20 +1,68 @@
-"""Settings from the environment (``ESL_APP_*``) or a ``.env`` file, validated by pydantic."""
+"""Settings from the environment (``ESL_APP_*``), a ``.env`` file or a TOML file, validated by pydantic.
+
+Precedence, highest first: arguments, environment, ``.env``, the TOML file named by
+``ESL_APP_CONFIG_FILE`` (default ``esl-app.toml`` when it exists), then the defaults below.
+
+Pools are nested: ``ESL_APP_POOLS__OUTBOUND__CAPACITY=200`` or, in TOML::
+
+    [pools.outbound]
+    port = 8085
+    capacity = 200
+    cps = 50
+    workers = 2
+
+What is given for a pool is merged over that pool's defaults, so one variable changes one field.
+A pool with ``workers = 0`` is not served. Pools other than ``inbound`` and ``outbound`` may be added.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from .session import SessionSettings
 
+CONFIG_FILE_ENV = "ESL_APP_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = "esl-app.toml"
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ESL_APP_", env_file=".env", extra="ignore")
+
+class PoolSettings(BaseModel):
+    """One worker pool: its own listen address, limits and processes."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8084, ge=0, le=65535)
+    capacity: int = Field(1000, ge=1, description="calls handled at once by the whole pool; more get 503")
+    cps: float = Field(0, ge=0, description="new calls per second for the whole pool (0: no limit); more get 503")
+    workers: int = Field(1, ge=0, description="worker processes (gevent uses one core each); 0: pool not served")
     backlog: int = Field(4096, ge=1)
-    max_calls: int = Field(1000, ge=1, description="calls handled at once; more are refused with 503")
+    cpus: list[int] | None = Field(None, description="pin the pool's workers to these CPUs (Linux)")
+
+
+DEFAULT_POOLS: dict[str, dict[str, Any]] = {
+    "inbound": {"port": 8084, "capacity": 1000, "cps": 0, "workers": 1},
+    "outbound": {"port": 8085, "capacity": 1000, "cps": 0, "workers": 1},
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ESL_APP_", env_file=".env", extra="ignore", env_nested_delimiter="__")
+
+    # single-process serving (``esl-app serve --single``) and the defaults of every session
+    host: str = "127.0.0.1"
+    port: int = Field(8084, ge=0, le=65535)
+    backlog: int = Field(4096, ge=1)
+    max_calls: int = Field(1000, ge=1, description="single process: calls handled at once; more get 503")
     connect_timeout: float = Field(5.0, gt=0)
     command_timeout: float = Field(10.0, gt=0)
     execute_timeout: float = Field(3600.0, gt=0, description="default wait for an application to complete")
@@ -23,6 +71,52 @@ class Settings(BaseSettings):
     write_timeout: float = Field(10.0, gt=0)
     stop_deadline: float = Field(30.0, ge=0, description="graceful stop: how long active calls may finish")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # worker pools (``esl-app serve``)
+    pools: dict[str, PoolSettings] = Field(default_factory=dict)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(9184, ge=0, le=65535, description="/metrics, /health, /ready")
+    metrics_dir: str | None = Field(None, description="prometheus multiprocess dir (default: a fresh temp dir)")
+    worker_timeout: float = Field(30.0, gt=0, description="a worker silent this long is killed and replaced")
+    reload_timeout: float = Field(30.0, gt=0, description="SIGHUP: how long new workers may take to be ready")
+    restart_backoff: float = Field(1.0, ge=0, description="delay before restarting a worker that died young")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_pool_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = data.get("pools") or {}
+        if isinstance(given, BaseModel) or not isinstance(given, dict):
+            return data
+        merged: dict[str, Any] = {name: dict(fields) for name, fields in DEFAULT_POOLS.items()}
+        for name, fields in given.items():
+            if isinstance(fields, PoolSettings):
+                fields = fields.model_dump()
+            merged[name] = {**merged.get(name, {}), **(fields or {})}
+        return {**data, "pools": merged}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        path = os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE
+        if Path(path).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        elif os.environ.get(CONFIG_FILE_ENV):
+            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: no such file")
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    def served_pools(self) -> dict[str, PoolSettings]:
+        return {name: pool for name, pool in self.pools.items() if pool.workers > 0}
 
     def session(self) -> SessionSettings:
         return SessionSettings(

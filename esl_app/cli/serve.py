@@ -1,4 +1,6 @@
-"""``esl-app serve MODULE:APP``: the outbound Event Socket server."""
+"""``esl-app serve MODULE:APP``: the worker pools of the settings under a supervisor (docs/pools.md),
+or, with ``--single`` (or ``--host``/``--port``/``ESL_APP_HOST``/``ESL_APP_PORT``), one process on one
+address running every route."""
 
 from __future__ import annotations
 
@@ -15,17 +17,28 @@ ORDER = 10
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    serve = sub.add_parser("serve", help="run the outbound Event Socket server for an app")
-    serve.add_argument("app", help="MODULE:APP, e.g. callflows.demo:app")
-    serve.add_argument("--host", help="listen address (default: ESL_APP_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (default: ESL_APP_PORT or 8084)")
+    from ..pools.cli import add_serve_arguments
+
+    serve = sub.add_parser("serve", help="run the outbound Event Socket server for an app (worker pools)")
+    add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..transport import OutboundServer
+    from ..pools.cli import serve_pools, wants_single
 
     settings = Settings()
+    if not wants_single(args):
+        from ..pools.logs import configure
+
+        configure(args.log_level or settings.log_level, settings.log_format, pool="supervisor")
+        return serve_pools(args.app, settings)
+    return serve_single(args, settings)
+
+
+def serve_single(args: argparse.Namespace, settings: Settings) -> int:
+    from ..transport import OutboundServer
+
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     app = load_app(args.app)
@@ -50,5 +63,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.serve_forever()
     app.shutdown()
     return 0
-
-

@@ -21,6 +21,29 @@ from gevent.server import StreamServer
 log = logging.getLogger("esl_app.transport")
 
 Handler = Callable[[Any, tuple[str, int]], None]
+# Admission hook: called in the accept callback (must not block). Returns the socket to hand to the
+# handler (possibly wrapped), or None when it has refused the call and taken care of the socket.
+Door = Callable[[Any, tuple[str, int]], Any]
+
+
+class _Server(StreamServer):
+    """StreamServer whose ``do_handle`` (run in the accept callback) first asks the door."""
+
+    door: Door | None = None
+
+    def do_handle(self, *args: Any) -> None:
+        door = self.door
+        if door is not None:
+            sock, address = args
+            try:
+                admitted = door(sock, address)
+            except Exception:
+                log.exception("admission failed for %s; the call is admitted", address)
+                admitted = sock
+            if admitted is None:
+                return
+            args = (admitted, address)
+        super().do_handle(*args)
 
 
 class OutboundServer:
@@ -33,6 +56,8 @@ class OutboundServer:
         backlog: int = 4096,
         max_accept: int = 1024,
         reuse_port: bool = False,
+        listener: socket.socket | None = None,
+        door: Door | None = None,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -40,6 +65,8 @@ class OutboundServer:
         self.backlog = backlog
         self.max_accept = max_accept
         self.reuse_port = reuse_port
+        self.listener = listener  # an already bound and listening socket (shared by a pool's workers)
+        self.door = door
         self._server: StreamServer | None = None
         self._calls: set[gevent.Greenlet] = set()
         self._stopped = Event()
@@ -71,7 +98,10 @@ class OutboundServer:
         return sock
 
     def start(self) -> None:
-        server = StreamServer(self._listener(), self._handle, spawn=self._spawn)
+        if self.listener is not None:
+            self.listener.setblocking(False)
+        server = _Server(self.listener or self._listener(), self._handle, spawn=self._spawn)
+        server.door = self.door
         server.max_accept = self.max_accept
         server.start()
         self._server = server

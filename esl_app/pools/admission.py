@@ -1,0 +1,159 @@
+"""Admission at the door: capacity and calls-per-second, decided when the connection is accepted.
+
+``Admission.admit()`` is O(workers) integer arithmetic over the pool's scoreboard (``slots``) and
+never waits; it runs inside gevent's accept callback, before any greenlet exists for the call.
+
+A refused call still gets an explicit answer, because a connection that is simply closed lets the
+dialplan carry on (spec 2.7) and one left in the accept queue is a silent caller (FreeSWITCH speaks
+second). The whole answer is one write, pipelined without waiting for any reply:
+
+    connect                                    (the first command must be connect, spec 2.2)
+    sendmsg execute set esl_app_refused=<why>  (for the CDR, and the dialplan after ``socket``)
+    sendmsg execute respond 503 ...            (the SIP answer Kamailio can fail over on)
+    sendmsg hangup NORMAL_TEMPORARY_FAILURE
+    exit
+
+On an async socket the three sendmsgs are queued to the channel and run when ``socket`` returns (the
+park loop, then FreeSWITCH drains the channel's queue); on a static socket each runs as it is read.
+Replies and the CHANNEL_DATA block are read and thrown away until FreeSWITCH closes, so our close
+never turns into a reset that could discard what we wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any, Literal
+
+import gevent
+
+from ..protocol import commands
+from .slots import ACTIVE, FIELDS, PREV_COUNT, WINDOW, WINDOW_COUNT, SlotState, SlotTable
+
+Reason = Literal["capacity", "rate", "draining"]
+REASONS: tuple[Reason, ...] = ("capacity", "rate", "draining")
+REFUSED_VARIABLE = "esl_app_refused"
+REFUSAL_RESPONSE = "503 Service Unavailable"
+REFUSAL_CAUSE = "NORMAL_TEMPORARY_FAILURE"
+DRAIN_TIMEOUT = 5.0  # how long a refused connection is read before it is closed anyway
+
+
+def refusal_bytes(reason: str) -> bytes:
+    """The pipelined refusal, as one buffer."""
+    return b"".join(
+        (
+            commands.CONNECT,
+            commands.execute("set", f"{REFUSED_VARIABLE}={reason}", event_lock=True),
+            commands.execute("respond", REFUSAL_RESPONSE, event_lock=True),
+            commands.hangup(REFUSAL_CAUSE),
+        )
+    )
+
+
+REFUSALS: dict[str, bytes] = {reason: refusal_bytes(reason) for reason in REASONS}
+
+
+class Admission:
+    """The door of one worker: admits against the pool-wide totals of ``slots``, counts in ``slot``.
+
+    ``capacity``: calls at once in the whole pool. ``cps``: new calls per second in the whole pool
+    (0: no limit), as a sliding one-second window (the previous second weighted by how much of it is
+    still inside the window, plus the current one).
+    """
+
+    def __init__(
+        self, capacity: int, cps: float = 0.0, *, slots: SlotTable | None = None, slot: int = 0, clock: Any = None
+    ) -> None:
+        self.capacity = capacity
+        self.cps = cps
+        self.slots = slots if slots is not None else SlotTable.local(1)
+        self.slot = slot
+        self.clock = clock or time.monotonic
+        self.draining = False
+        self._base = slot * FIELDS
+        self._n = self.slots.slots
+        self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.admitted = 0
+        if self.slots.get(slot, 1) == SlotState.FREE:  # a local table: this process is its only worker
+            self.slots.claim(slot, os.getpid())
+            self.slots.set(slot, 1, SlotState.READY)
+
+    @property
+    def active(self) -> int:
+        """Calls admitted by this worker and not yet released."""
+        return self.slots.view[self._base + ACTIVE]
+
+    def admit(self) -> Reason | None:
+        """Admit one call (counted until ``release()``), or return why not."""
+        view = self.slots.view
+        reason: Reason | None = None
+        if self.draining:
+            reason = "draining"
+        else:
+            total = 0
+            for i in range(ACTIVE, self._n * FIELDS, FIELDS):
+                total += view[i]
+            if total >= self.capacity:
+                reason = "capacity"
+            elif self.cps:
+                now = self.clock()
+                window = int(now)
+                current = previous = 0
+                for base in range(0, self._n * FIELDS, FIELDS):
+                    seen = view[base + WINDOW]
+                    if seen == window:
+                        current += view[base + WINDOW_COUNT]
+                        previous += view[base + PREV_COUNT]
+                    elif seen == window - 1:
+                        previous += view[base + WINDOW_COUNT]
+                if previous * (1.0 - (now - window)) + current >= self.cps:
+                    reason = "rate"
+                else:
+                    me = self._base
+                    mine = view[me + WINDOW]
+                    if mine != window:
+                        view[me + PREV_COUNT] = view[me + WINDOW_COUNT] if mine == window - 1 else 0
+                        view[me + WINDOW_COUNT] = 0
+                        view[me + WINDOW] = window
+                    view[me + WINDOW_COUNT] += 1
+        if reason is not None:
+            self.refused[reason] += 1
+            return reason
+        view[self._base + ACTIVE] += 1
+        self.admitted += 1
+        return None
+
+    def release(self) -> None:
+        view = self.slots.view
+        if view[self._base + ACTIVE] > 0:
+            view[self._base + ACTIVE] -= 1
+
+
+def refuse(sock: Any, reason: str) -> None:
+    """Write the refusal at once (never blocks: the caller may be the accept callback), then read
+    the socket out in a greenlet until FreeSWITCH closes it."""
+    data = REFUSALS.get(reason) or refusal_bytes(reason)
+    try:
+        written = os.write(sock.fileno(), data)  # a fresh socket's send buffer always has room
+    except BlockingIOError:
+        written = 0
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.close()
+        return
+    gevent.spawn(_finish_refusal, sock, data[written:])
+
+
+def _finish_refusal(sock: Any, rest: bytes) -> None:
+    try:
+        with gevent.Timeout(DRAIN_TIMEOUT, False):
+            if rest:
+                sock.sendall(rest)
+            while sock.recv(65536):
+                pass
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()

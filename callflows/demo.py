@@ -1,9 +1,15 @@
 """The demo app: a small company's main line.
 
-- a guard refuses blocked callers before answer (403, so the proxy stops there);
-- outside opening hours the caller hears a closed message;
-- otherwise a welcome prompt and a menu: 1 for sales, 2 for support, bridged with the outcome handled;
-- 1xxx dials an extension directly; anything else gets an SIT tone and UNALLOCATED_NUMBER.
+One guard asks the routing data (``esl_app.data``) about every call before answer, and exits early:
+- a blocked caller is refused (403, so the proxy stops there);
+- an unknown number gets an SIT tone and UNALLOCATED_NUMBER;
+- a tenant over its concurrent-call or call-rate limit is refused (503, with the limit as the reason);
+- outside the tenant's business hours the caller hears a closed message.
+Otherwise: a welcome prompt and a menu, 1 for sales, 2 for support, bridged with the outcome handled;
+1100-1999 dial an extension directly (its dial string comes from the data).
+
+The data comes from Postgres through Redis and each process's cache when ``ESL_APP_DATA_POSTGRES_DSN``
+(and ``ESL_APP_DATA_REDIS_URL``) are set, else from ``fixtures/demo_data.json``: no server needed.
 
 Run it: ``esl-app serve callflows.demo:app``; see it: ``esl-app demo``.
 """
@@ -12,21 +18,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from esl_app import App, BridgeResult, Call, Reject, regex
+from esl_app.data import Decision, RoutingData
 
 log = logging.getLogger("callflows.demo")
 
 app = App("demo")
+data = RoutingData()  # ESL_APP_DATA_*; nothing configured: the embedded fixtures/demo_data.json
+app.on_startup(lambda: data.start())
+app.on_shutdown(lambda: data.stop())
 
-BLOCKED_CALLERS = {"666", "+15555550100"}
-BLOCKED_PREFIXES = ("900",)
+TENANT = "demo"  # the main line's tenant: its hours and time zone are in the data
 TIMEZONE = ZoneInfo("Europe/London")
-OPENING_HOURS = {day: (time(8, 0), time(18, 0)) for day in range(5)}  # Monday..Friday
-HOLIDAYS = {date(2026, 12, 25), date(2026, 12, 26), date(2027, 1, 1)}
 TEAMS = {"1": ("sales", "user/2001"), "2": ("support", "user/2002")}
 
 SOUNDS = "ivr"
@@ -48,26 +55,37 @@ clock: Callable[[], datetime] = now  # replaced in tests and demo scenarios
 
 
 def is_open(moment: datetime) -> bool:
-    local = moment.astimezone(TIMEZONE)
-    if local.date() in HOLIDAYS:
-        return False
-    hours = OPENING_HOURS.get(local.weekday())
-    return hours is not None and hours[0] <= local.time() < hours[1]
+    """Whether the main line's tenant is open at ``moment`` (business hours from the routing data)."""
+    return data.is_open(TENANT, moment)
+
+
+def decision_of(call: Call) -> Decision | None:
+    return call.state.get("decision")
 
 
 @app.guard
-def blocked_caller(call: Call) -> Reject | None:
-    number = call.caller_id_number
-    if number in BLOCKED_CALLERS or number.startswith(BLOCKED_PREFIXES):
+def early_exit(call: Call) -> Reject | None:
+    """Decide from the routing data before answer; never waits longer than the data budget."""
+    decision = data.decide(call.destination, call.caller_id_number, call_id=call.uuid, at=clock())
+    call.state["decision"] = decision
+    if decision.lease is not None:  # a concurrency slot for this tenant: give it back at the end
+        call.on_hangup(lambda _call, _cause: data.release(decision))
+    if decision.outcome == "route":
+        return None
+    if decision.outcome == "unknown":
+        unknown_number(call)
+        return Reject(cause="UNALLOCATED_NUMBER")
+    if decision.outcome == "closed":
+        after_hours(call)
+        return Reject(cause="NORMAL_CLEARING")
+    if decision.outcome == "blocked":
         return Reject(code=403, cause="CALL_REJECTED")
-    return None
+    # over a limit, or no routing data within the budget: 503 so the proxy can try elsewhere
+    return Reject(code=decision.sip_code or 503, reason=decision.reason[:100], cause=decision.cause)
 
 
 @app.route("1000", name="main line")
 def main_line(call: Call) -> None:
-    if not is_open(clock()):
-        after_hours(call)
-        return
     call.answer()
     call.playback(WELCOME)
     choice = call.gather(MENU, max_digits=1, tries=3, timeout=5, invalid_prompt=INVALID, regex="[12]")
@@ -98,7 +116,9 @@ def after_bridge(call: Call, result: BridgeResult) -> None:
 
 @app.route(regex(r"(?P<extension>1[1-9]\d{2})"), name="direct extension")  # 1100-1999; 1000 is the main line
 def direct_extension(call: Call, extension: str) -> None:
-    result = call.bridge(f"user/{extension}", timeout=20)
+    decision = decision_of(call)
+    dialstring = decision.target if decision is not None and decision.target else f"user/{extension}"
+    result = call.bridge(dialstring, timeout=20)
     if not result.answered:
         call.answer()
         after_bridge(call, result)
@@ -106,6 +126,14 @@ def direct_extension(call: Call, extension: str) -> None:
 
 @app.default
 def unknown_number(call: Call) -> None:
+    decision = decision_of(call)
+    if decision is not None and decision.outcome == "route" and decision.target and "/" in decision.target:
+        # a number the data routes to a dial string, with no flow of its own here (e.g. 3000)
+        result = call.bridge(decision.target, timeout=20)
+        if not result.answered:
+            call.answer()
+            after_bridge(call, result)
+        return
     call.pre_answer()
     call.playback(SIT_TONE)
     call.hangup("UNALLOCATED_NUMBER")
@@ -137,4 +165,14 @@ SCENARIOS: list[tuple[str, dict[str, Any], Callable[[], None] | None]] = [
     ("a blocked caller is refused before answer", {"destination": "1000", "caller_id_number": "666"}, None),
     ("the caller hangs up during the welcome prompt", {"destination": "1000", "hangup_at": 2}, _at(10)),
     ("an unknown number gets an SIT tone", {"destination": "4242"}, None),
+    (
+        "the pilot tenant's only call slot is taken: refused before answer",
+        {"destination": "3000"},
+        lambda: _hold_slot("pilot", "3000"),
+    ),
 ]
+
+
+def _hold_slot(tenant: str, destination: str) -> None:
+    """Scenario set-up: another call of ``tenant`` is up (it holds the slot until the process ends)."""
+    data.decide(destination, "scenario", call_id=f"{tenant}-held-by-another-call")

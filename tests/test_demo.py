@@ -366,6 +366,7 @@ def test_every_demo_scenario_runs_cleanly(esl_call, monkeypatch):
         ([("respond", "403 Forbidden")], "CALL_REJECTED"),
         ([("answer", ""), WELCOME], "NORMAL_CLEARING"),
         ([("pre_answer", ""), SIT], "UNALLOCATED_NUMBER"),
+        ([("respond", "503 tenant pilot over the concurrent-call limit (1/1)")], "NORMAL_TEMPORARY_FAILURE"),
     ]
     assert len(demo.SCENARIOS) == len(expected)
     for (title, fields, setup), (executed, cause) in zip(demo.SCENARIOS, expected, strict=True):

@@ -109,9 +109,17 @@ _current: PoolMetrics | None = None
 
 
 def install(metrics: PoolMetrics | None) -> None:
-    """Make ``metrics`` the process's metrics (a worker serves one pool)."""
+    """Make ``metrics`` the process's metrics (a worker serves one pool), data-layer lookups included."""
     global _current
     _current = metrics
+    from .data import facade
+
+    facade.set_decision_hook(_count_decision if metrics is not None else None)
+
+
+def _count_decision(source: str) -> None:
+    # a hit: answered from this process's memory (the local cache or the embedded data file)
+    record_cache_lookup(source, source in ("local", "embedded"))
 
 
 def current() -> PoolMetrics | None:

@@ -230,3 +230,23 @@ def test_structured_logs_carry_the_call_uuid_and_pool(worker):
     assert entry["msg"] == "inbound flow running"
     assert entry["call_uuid"] == record.uuid == "5b1c7e4a-0000-4000-8000-000000000001"
     assert entry["pool"] == "inbound" and entry["worker"] == "w1"
+
+
+def test_data_decisions_are_counted_by_tier_for_the_hit_ratio():
+    from esl_app import metrics
+    from esl_app.data import RoutingData
+
+    pool_metrics = metrics.PoolMetrics("inbound")
+    metrics.install(pool_metrics)
+    try:
+        data = RoutingData()  # nothing configured: the embedded data file
+        data.start()
+        data.decide("1000", "1001")
+        data.decide("1000", "1002")
+        data.stop()
+    finally:
+        metrics.install(None)
+    value = pool_metrics.registry.get_sample_value(
+        "esl_app_data_cache_requests_total", {"pool": "inbound", "tier": "local", "result": "hit"}
+    )
+    assert value == 2

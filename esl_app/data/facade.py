@@ -48,6 +48,16 @@ _RANK = {"local": 0, "embedded": 1, "redis": 2, "postgres": 3, "stale": 4, "fall
 EMBEDDED_EPOCH = -1
 GLOBAL: Key = ("global", "*")
 
+# Told which tier answered each decision (``local``, ``embedded``, ``redis``, ``postgres``, ``stale``,
+# ``fallback``); esl_app.metrics installs one to count the cache hit ratio. The data layer itself
+# knows nothing of metrics.
+_decision_hook: Callable[[str], None] | None = None
+
+
+def set_decision_hook(hook: Callable[[str], None] | None) -> None:
+    global _decision_hook
+    _decision_hook = hook
+
 
 class DataUnavailable(Exception):
     """No tier could answer within the budget and no usable stale copy exists."""
@@ -209,6 +219,8 @@ class RoutingData:
         decision.source = _source(worst)
         decision.stale = worst == _RANK["stale"]
         decision.elapsed_us = (time.perf_counter() - started) * 1e6
+        if _decision_hook is not None:
+            _decision_hook(decision.source)
         return decision
 
     def _fallback(self, why: str, started: float) -> Decision:

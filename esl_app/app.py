@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .call import Call
+from .call import HANDOFF_CONTEXT, HANDOFF_DESTINATION, Call
 from .errors import CallEnded, EslAppError, RouteError
-from .routing import Matcher, Route, RouteMatch, RouteTable, build_route
+from .routing import Matcher, Route, RouteMatch, RouteTable, SocketMode, build_route
 from .session import Session, SessionObserver, SessionSettings
 
 log = logging.getLogger("esl_app.app")
@@ -82,6 +82,8 @@ class App:
         self._default: Flow | None = None
         self._table: RouteTable | None = None
         self._pool_tables: dict[str, RouteTable] = {}
+        # where a static call goes when its route needs an async socket: "EXTENSION [DIALPLAN [CONTEXT]]"
+        self.handoff_extension = "esl_app_async XML esl_app"
         self._startup_hooks: list[Callable[[], None]] = []
         self._shutdown_hooks: list[Callable[[], None]] = []
         self.started = False
@@ -97,11 +99,17 @@ class App:
         variables: Mapping[str, Condition] | None = None,
         name: str | None = None,
         pool: str | Iterable[str] | None = None,
+        mode: SocketMode | None = None,
     ) -> Callable[[Flow], Flow]:
         """Register a flow. A plain string matches exactly; use ``prefix()`` or ``regex()`` otherwise.
 
         ``pool``: the worker pool(s) whose calls may run this route (``"inbound"``, ``"outbound"``...);
         a call arriving on a pool's port only runs that pool's routes and the routes without a pool.
+
+        ``mode="async"``: the flow is interactive (menus, queues, waiting for events) and needs an
+        async socket. A call that arrives on a static socket (the fast way to decide, spec 9) is handed
+        off first: its destination and context are saved in channel variables and it is transferred
+        to ``handoff_extension``, whose dialplan connects again with ``socket ... async full``.
         """
 
         def register(flow: Flow) -> Flow:
@@ -115,6 +123,7 @@ class App:
                     name=name,
                     order=len(self._routes),
                     pool=pool,
+                    mode=mode,
                 )
             )
             self._table = None
@@ -279,7 +288,21 @@ class App:
             self._default(call)
             return
         call.match = match
+        if match.route.mode == "async" and call.mode == "static":
+            self.hand_off_to_async(call)
+            return
         match.route.flow(call, **match.kwargs())
+
+    def hand_off_to_async(self, call: Call) -> None:
+        """Move a call from a static socket to an async one: save where it was going, then transfer it
+        to the hand-off extension (dialplan/esl_app.xml), which runs ``socket ... async full``. The
+        async connection routes it again with the saved destination and context."""
+        log.info("%s: route needs an async socket: handing off via %s", call.uuid, self.handoff_extension)
+        call.session.execute("set", f"{HANDOFF_DESTINATION}={call.destination}", wait="none")
+        call.session.execute("set", f"{HANDOFF_CONTEXT}={call.context}", wait="none")
+        extension, _, rest = self.handoff_extension.partition(" ")
+        dialplan, _, context = rest.partition(" ")
+        call.transfer(extension, dialplan or "XML", context or None)
 
     @staticmethod
     def reject(call: Call, verdict: Reject) -> None:

@@ -20,6 +20,10 @@ from .session import BackgroundJob, Session
 BridgeOutcome = Literal["answered", "busy", "no_answer", "failed"]
 HangupHook = Callable[["Call", str | None], None]
 
+# set on a call handed off from a static to an async socket: where it was going before the transfer
+HANDOFF_DESTINATION = "esl_app_destination"
+HANDOFF_CONTEXT = "esl_app_context"
+
 _BUSY = {"USER_BUSY", "BUSY", "CALL_REJECTED"}
 _NO_ANSWER = {"NO_ANSWER", "NOANSWER", "NO_USER_RESPONSE", "ALLOTTED_TIMEOUT", "PROGRESS_TIMEOUT"}
 _VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -87,7 +91,13 @@ class Call:
 
     @property
     def destination(self) -> str:
-        return self.header("Caller-Destination-Number") or self.header("Channel-Destination-Number") or ""
+        """The number dialled (for a call handed off from a static socket: the one dialled originally)."""
+        return (
+            self.header("variable_" + HANDOFF_DESTINATION)
+            or self.header("Caller-Destination-Number")
+            or self.header("Channel-Destination-Number")
+            or ""
+        )
 
     @property
     def caller_id_number(self) -> str:
@@ -99,7 +109,12 @@ class Call:
 
     @property
     def context(self) -> str:
-        return self.header("Caller-Context") or self.header("Channel-Context") or ""
+        return (
+            self.header("variable_" + HANDOFF_CONTEXT)
+            or self.header("Caller-Context")
+            or self.header("Channel-Context")
+            or ""
+        )
 
     @property
     def channel_name(self) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from .errors import RouteError
 
 MatchKind = Literal["exact", "prefix", "regex"]
+SocketMode = Literal["async", "static"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,9 @@ class Route:
     order: int = 0
     accepts: frozenset[str] | None = None  # keyword names the flow takes (None: **kwargs)
     pools: frozenset[str] | None = None  # the worker pools whose calls may run it (None: every pool)
+    # the socket mode the flow needs: "async" for interactive flows (menus, queues): a call that arrives
+    # on a static socket is handed off to an async one first; None: either mode will do
+    mode: SocketMode | None = None
 
     @property
     def conditions(self) -> int:
@@ -100,6 +104,8 @@ class Route:
         parts += [f"{name}={matcher}" for name, matcher in self.variables.items()]
         if self.pools is not None:
             parts.append(f"pool={','.join(sorted(self.pools))}")
+        if self.mode is not None:
+            parts.append(f"mode={self.mode}")
         return " ".join(parts)
 
 
@@ -262,9 +268,12 @@ def build_route(
     name: str | None,
     order: int,
     pool: str | Iterable[str] | None = None,
+    mode: SocketMode | None = None,
 ) -> Route:
     if not callable(flow):
         raise RouteError(f"route target {flow!r} is not callable")
+    if mode not in (None, "async", "static"):
+        raise RouteError(f"route mode must be 'async', 'static' or None, not {mode!r}")
     return Route(
         flow=flow,
         destination=as_matcher(destination, "destination") if destination is not None else None,
@@ -274,6 +283,7 @@ def build_route(
         name=name or getattr(flow, "__qualname__", repr(flow)),
         order=order,
         pools=_pools(pool),
+        mode=mode,
     )
 
 

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     write_timeout: float = Field(10.0, gt=0)
     stop_deadline: float = Field(30.0, ge=0, description="graceful stop: how long active calls may finish")
     log_level: str = "INFO"
+    handoff_extension: str = Field(
+        "esl_app_async XML esl_app",
+        description="EXTENSION [DIALPLAN [CONTEXT]] that reconnects a static call with 'socket ... async full' "
+        "when its route needs an async socket (dialplan/esl_app.xml)",
+    )
     log_format: Literal["text", "json"] = "text"
 
     # worker pools (``esl-app serve``)

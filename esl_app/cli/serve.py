@@ -44,6 +44,7 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     app = load_app(args.app)
     app.session_settings = settings.session()
     app.max_calls = settings.max_calls
+    app.handoff_extension = settings.handoff_extension
     compile_or_exit(app)
     app.startup()
     server = OutboundServer(app.handle, host, port, backlog=settings.backlog)

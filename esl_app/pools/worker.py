@@ -215,6 +215,7 @@ def main() -> int:
     try:
         app = load_app(spec["app"])
         app.max_calls = None  # admission is the pool's door
+        app.handoff_extension = settings.handoff_extension
         metrics = PoolMetrics(name)
         from .. import metrics as metrics_module
 

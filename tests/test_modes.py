@@ -1,0 +1,112 @@
+"""Static and async sockets with one Call API; routes that need an async socket are handed off."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from esl_app import App, Call, RouteError
+from esl_app.testing.simulate import simulate_call
+
+DIALPLAN = Path(__file__).resolve().parents[1] / "dialplan" / "esl_app.xml"
+
+
+def make_app() -> App:
+    app = App("modes")
+
+    @app.route("1000", mode="async")
+    def menu(call: Call) -> None:
+        call.answer()
+        call.state["digits"] = call.collect_dtmf(2, timeout=1.0)
+        call.hangup()
+
+    @app.route("2000")
+    def hand_off(call: Call) -> None:
+        call.bridge("user/2000")
+
+    return app
+
+
+def test_static_call_to_an_async_route_is_handed_off_with_its_destination_saved():
+    result = simulate_call(make_app(), destination="1000", context="public", mode="static")
+    assert result.executed == [
+        ("set", "esl_app_destination=1000"),
+        ("set", "esl_app_context=public"),
+        ("transfer", "esl_app_async XML esl_app"),
+    ]
+    assert result.record.transferred_to is not None
+    assert result.record.hung_up_by is None  # handed off, not hung up
+    assert not result.answered
+
+
+def test_the_async_leg_routes_with_the_saved_destination():
+    """The second connection arrives for extension esl_app_async in context esl_app, async."""
+    outcome = simulate_call(
+        make_app(),
+        destination="esl_app_async",
+        context="esl_app",
+        mode="async",
+        variables={"esl_app_destination": "1000", "esl_app_context": "public"},
+        dtmf_events={1: "42"},
+    )
+    assert outcome.verbs == ["answer"]
+    assert outcome.call.destination == "1000"
+    assert outcome.call.context == "public"
+    assert outcome.call.state["digits"] == "42"
+
+
+def test_an_async_call_runs_an_async_route_directly():
+    result = simulate_call(make_app(), destination="1000", mode="async", dtmf_events={1: "7#"})
+    assert result.verbs == ["answer"]
+    assert result.call.state["digits"] == "7"
+
+
+def test_routes_without_a_mode_run_in_either_mode():
+    for mode in ("static", "async"):
+        result = simulate_call(make_app(), destination="2000", mode=mode)
+        assert result.verbs[-1] == "bridge", mode
+
+
+def test_invalid_route_mode_is_refused():
+    with pytest.raises(RouteError, match="mode"):
+        App().route("1", mode="sync")(lambda call: None)  # type: ignore[arg-type]
+
+
+def test_dialplan_enters_static_and_hands_off_to_async():
+    root = ElementTree.parse(DIALPLAN).getroot()
+    extensions = {ext.get("name"): ext for ext in root.iter("extension")}
+    first_socket = [
+        a.get("data") for a in extensions["esl-app"].iter("action") if a.get("application") == "socket"
+    ]
+    handoff_socket = [
+        a.get("data") for a in extensions["esl_app_async"].iter("action") if a.get("application") == "socket"
+    ]
+    assert all("async" not in data.split() and "full" in data.split() for data in first_socket)
+    assert all({"async", "full"} <= set(data.split()) for data in handoff_socket)
+    assert App().handoff_extension.split()[0] == "esl_app_async"
+    # after the sockets: a clean 503 when no server answers
+    last = [a.get("application") for a in extensions["esl-app"].iter("action")][-2:]
+    assert last == ["respond", "hangup"]
+
+
+def test_static_hangup_with_no_event_at_all_still_ends_the_flow_at_once():
+    """A static socket may get no hangup event at all (spec 2.6): the final notice is the end."""
+    from esl_app import CallHangup
+
+    seen: dict = {}
+    app = App()
+
+    @app.route("1000")
+    def flow(call: Call) -> None:
+        call.answer()
+        try:
+            call.playback("long.wav")
+        except CallHangup as exc:
+            seen["hangup"] = exc
+            raise
+
+    result = simulate_call(app, destination="1000", mode="static", hangup_at=2, hangup_event_limit=0, timeout=5)
+    assert isinstance(seen["hangup"], CallHangup)
+    assert result.verbs == ["answer", "playback"]

@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..settings import PoolSettings, Settings
+from ..transport.server import listen_socket
 from .slots import ACTIVE, HEARTBEAT_MS, PID, STATE, SlotState, SlotTable, now_ms
 from .worker import EXIT_BOOT_FAILED, SPEC_ENV
 
@@ -75,16 +76,8 @@ class Pool:
 
 
 def bind(pool: PoolSettings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in pool.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((pool.host, pool.port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot listen on {pool.host}:{pool.port}: {exc.strerror}") from exc
-    sock.listen(pool.backlog)
-    sock.set_inheritable(True)
+    sock = listen_socket(pool.host, pool.port, pool.backlog)
+    sock.set_inheritable(True)  # handed to the pool's worker processes
     return sock
 
 

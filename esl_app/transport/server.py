@@ -26,6 +26,22 @@ Handler = Callable[[Any, tuple[str, int]], None]
 Door = Callable[[Any, tuple[str, int]], Any]
 
 
+def listen_socket(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening TCP socket; a bind failure names the address (no exit, unlike greenswitch)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(backlog)
+    return sock
+
+
 class _Server(StreamServer):
     """StreamServer whose ``do_handle`` (run in the accept callback) first asks the door."""
 
@@ -83,17 +99,7 @@ class OutboundServer:
         return len(self._calls)
 
     def _listener(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.reuse_port and hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
-        sock.listen(self.backlog)
+        sock = listen_socket(self.host, self.port, self.backlog, reuse_port=self.reuse_port)
         sock.setblocking(False)
         return sock
 

@@ -146,6 +146,8 @@ def looks_like_connect_reply(headers: Headers) -> bool:
     end (spec 2.2). A plain reply starts with ``Content-Type``, so an ``Event-Name`` line that only
     comes after it (a ``getvar`` value with a newline, spec 1.2) does not make it a connect reply.
     """
+    if headers.event_block:
+        return True
     event_at = content_type_at = -1
     for index, (name, value) in enumerate(headers.items()):
         lowered = name.lower()
@@ -181,6 +183,10 @@ def parse_plain_event(payload: bytes) -> Event:
         block, rest = payload, b""
     else:
         block, rest = payload[:end], payload[end + 2 :]
+    lower = block.lower()
+    if not rest and b"content-length" not in lower:
+        # the common case (no inner body): headers are found in the raw block when asked for
+        return Event(Headers.from_block(block, encoded=True, lower=lower), "", "plain")
     headers = Headers((name, decode_value(raw)) for name, raw in split_header_lines(block))
     # The inner body is the rest of the payload. The last length header is the serializer's own (a
     # sendevent-created event also carries the client's lower-case one, spec 1.4); it must agree.

@@ -3,35 +3,137 @@
 FreeSWITCH repeats some headers (CHANNEL_HANGUP_COMPLETE carries ``Hangup-Cause`` twice) and looks
 names up case-insensitively, so a plain dict loses information. ``Headers`` keeps every pair in wire
 order; ``get``/``[]`` return the first occurrence, ``get_all`` every one.
+
+Lazy mode (``Headers.from_block``): a serialized event of a real call has 100-250 headers, and a call
+control application reads five of them. A lazy ``Headers`` keeps the raw header block (bytes) and
+finds a name in it when asked (``bytes.find`` on a lower-cased copy: the first line that starts with
+``name:``, any case), then decodes that one value. Everything that needs all pairs (iteration,
+``items``, ``get_all``, ``len``, equality) parses the whole block once, exactly as the eager path
+does, and drops the raw bytes. A name that is not found at line start but occurs somewhere in the
+block (e.g. written with spaces around it) also takes the full parse, so results match the eager
+parse except for an earlier duplicate spelled with surrounding whitespace, which FreeSWITCH never
+writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from .urlcode import decode_value
+
 ARRAY_PREFIX = "ARRAY::"
 
 
 class Headers:
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_cache", "_encoded", "_index", "_items", "_lower", "_raw", "event_block")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
+        self._items: list[tuple[str, str]] | None = list(items)
         index: dict[str, list[str]] = {}
         for name, value in self._items:
             index.setdefault(name.lower(), []).append(value)
-        self._index = index
+        self._index: dict[str, list[str]] | None = index
+        self._raw: bytes | None = None
+        self.event_block = False  # a whole serialized event (connect reply), known to the parser
 
+    @classmethod
+    def from_block(
+        cls, block: bytes, *, encoded: bool, lower: bytes | None = None, event_block: bool = False
+    ) -> Headers:
+        """Lazy headers over a raw block of ``Name: value`` lines (values URL-decoded if ``encoded``).
+
+        ``lower`` (``block.lower()``, kept) speeds up lookups for short-lived objects such as events;
+        long-lived ones (channel data) leave it out to keep their memory at the size of the block.
+        """
+        self = cls.__new__(cls)
+        self._items = None
+        self._index = None
+        self._raw = block
+        self._lower = lower
+        self._encoded = encoded
+        self._cache = None
+        self.event_block = event_block
+        return self
+
+    # -- lazy internals ------------------------------------------------------------------------
+    def _materialize(self) -> dict[str, list[str]]:
+        raw = self._raw
+        assert raw is not None
+        pairs: list[tuple[str, str]] = []
+        encoded = self._encoded
+        for line in raw.split(b"\n"):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            name, colon, value = line.partition(b":")
+            if not colon or not name:
+                continue
+            value = value.lstrip(b" ")
+            pairs.append(
+                (
+                    name.decode("utf-8", "surrogateescape").strip(),
+                    decode_value(value) if encoded else value.decode("utf-8", "surrogateescape"),
+                )
+            )
+        index: dict[str, list[str]] = {}
+        for name, text in pairs:
+            index.setdefault(name.lower(), []).append(text)
+        self._items = pairs
+        self._index = index
+        self._raw = self._lower = self._cache = None
+        return index
+
+    def _lazy_first(self, name: str) -> tuple[bool, str | None]:
+        """(True, value or None) when the raw block answers; (False, None) when a full parse must."""
+        cache = self._cache
+        if cache is not None and name in cache:
+            return True, cache[name]
+        if not name.isascii() or ":" in name or "\n" in name:
+            return False, None
+        raw = self._raw
+        assert raw is not None
+        lower = self._lower if self._lower is not None else raw.lower()
+        key = name.lower().encode() + b":"
+        if lower.startswith(key):
+            start = len(key)
+        else:
+            at = lower.find(b"\n" + key)
+            if at < 0:
+                if key[:-1] in lower:
+                    return False, None  # e.g. ' Name :' (the eager parse strips names): be exact
+                return True, None
+            start = at + 1 + len(key)
+        end = raw.find(b"\n", start)
+        value = raw[start:] if end < 0 else raw[start:end]
+        if value.endswith(b"\r"):
+            value = value[:-1]
+        value = value.lstrip(b" ")
+        text = decode_value(value) if self._encoded else value.decode("utf-8", "surrogateescape")
+        if cache is None:
+            cache = self._cache = {}
+        cache[name] = text
+        return True, text
+
+    def _full(self) -> dict[str, list[str]]:
+        index = self._index
+        return index if index is not None else self._materialize()
+
+    # -- the mapping -----------------------------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
-        values = self._index.get(name.lower())
+        index = self._index
+        if index is None:
+            found, value = self._lazy_first(name)
+            if found:
+                return default if value is None else value
+            index = self._materialize()
+        values = index.get(name.lower())
         return values[0] if values else default
 
     def get_last(self, name: str, default: str | None = None) -> str | None:
-        values = self._index.get(name.lower())
+        values = self._full().get(name.lower())
         return values[-1] if values else default
 
     def get_all(self, name: str) -> list[str]:
-        return list(self._index.get(name.lower(), ()))
+        return list(self._full().get(name.lower(), ()))
 
     def get_array(self, name: str) -> list[str]:
         """A header serialized as ``ARRAY::v1|:v2`` split into its values (a plain value gives one)."""
@@ -43,34 +145,48 @@ class Headers:
         return [value]
 
     def __getitem__(self, name: str) -> str:
-        values = self._index.get(name.lower())
-        if not values:
+        value = self.get(name)
+        if value is None:
             raise KeyError(name)
-        return values[0]
+        return value
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        if not isinstance(name, str):
+            return False
+        if self._index is None:
+            found, value = self._lazy_first(name)
+            if found:
+                return value is not None
+        return name.lower() in self._full()
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        if self._items is None:
+            self._materialize()
+        assert self._items is not None
+        return self._items
 
     def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items)
+        return (name for name, _ in self._pairs())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._pairs())
 
     def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
+        return list(self._pairs())
 
     def to_dict(self) -> dict[str, str]:
         """First occurrence of each name, in wire order (convenient for logs and assertions)."""
         out: dict[str, str] = {}
-        for name, value in self._items:
+        for name, value in self._pairs():
             out.setdefault(name, value)
         return out
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
-            return self._items == other._items
+            return self._pairs() == other._pairs()
         return NotImplemented
 
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self._pairs()!r})"

@@ -113,13 +113,18 @@ class Parser:
 def _find_block_end(buffer: bytearray, start: int) -> tuple[int, int]:
     """Position of the blank line ending the block and the separator's length (LF LF or CR LF CR LF)."""
     lf = buffer.find(b"\n\n", start)
-    crlf = buffer.find(b"\n\r\n", start)
+    # a CR LF terminator only counts before the first LF LF: never scan the rest of a big buffer for it
+    crlf = buffer.find(b"\n\r\n", start) if lf < 0 else buffer.find(b"\n\r\n", start, lf + 2)
     if crlf >= 0 and (lf < 0 or crlf < lf):
         return crlf, 3
     return lf, 2
 
 
 def _parse_block(block: bytes) -> Headers:
+    if block.startswith(b"Event-Name:"):
+        lazy = _lazy_connect_reply(block)
+        if lazy is not None:
+            return lazy
     pairs: list[tuple[str, str]] = []
     for line in block.split(b"\n"):
         if line.endswith(b"\r"):
@@ -139,6 +144,25 @@ def _parse_block(block: bytes) -> Headers:
     if looks_like_connect_reply(headers):
         headers = Headers((name, decode_value(value)) for name, value in pairs)
     return headers
+
+
+def _lazy_connect_reply(block: bytes) -> Headers | None:
+    """The connect reply as FreeSWITCH writes it, kept raw: values are decoded when read.
+
+    ``Event-Name`` is the first line, so the block is a connect reply exactly when its first
+    ``Content-Type`` line says ``command/reply`` (``looks_like_connect_reply``). Anything less
+    regular (another spelling of Content-Type before it) returns None: the eager parse decides.
+    """
+    lower = block.lower()
+    at = lower.find(b"\ncontent-type:")
+    if at < 0 or lower.find(b"content-type") != at + 1:
+        return None
+    end = block.find(b"\n", at + 1)
+    value = block[at + 14 : end if end >= 0 else len(block)]
+    if value.strip().lower() != b"command/reply":
+        return None
+    # values are URL-encoded (spec 1.5); the lower-cased copy is not kept: this lives as long as the call
+    return Headers.from_block(block, encoded=True, event_block=True)
 
 
 def _content_length(headers: Headers, max_body: int) -> int:

@@ -1234,9 +1234,9 @@ class FakeFreeSWITCH:
             while not self._down and not self._transferred and not self._sock_closed:
                 if self._private:
                     self._await_tick(self._park_origin)
-                    if self._down or self._transferred or self._sock_closed:
-                        break
-                    self._run_message(self._private.popleft())
+                    # one tick drains the whole queue (switch_ivr_parse_all_events)
+                    while self._private and not (self._down or self._transferred or self._sock_closed):
+                        self._run_message(self._private.popleft())
                     continue
                 self._csig.clear()
                 if self._private or self._down or self._transferred:

@@ -25,6 +25,8 @@ from ..protocol import Frame, FrameKind, Parser, ProtocolError
 log = logging.getLogger("esl_app.transport")
 
 RECV_SIZE = 65536
+# A bare LF is discarded by FreeSWITCH without a reply and wakes its 20 ms event poll (spec 9).
+WAKE = b"\n"
 
 
 class Connection:
@@ -89,17 +91,22 @@ class Connection:
         self.bytes_written += len(data)
         return result
 
-    def write_nowait(self, data: bytes) -> bool:
-        """Write ``data`` only if no command is being written right now (never splits a command)."""
+    def wake(self) -> bool:
+        """Write one bare LF unless a command is being written (never splits one) or the socket buffer
+        is full. Safe from an event-loop callback: it never blocks."""
         if self.closed or self._write_lock.locked():
             return False
-        with self._write_lock:
-            try:
-                self.sock.sendall(data)
-            except OSError as exc:
-                self._closed(exc)
-                return False
-        self.bytes_written += len(data)
+        try:
+            if self._raw is not None:
+                if self._raw.send(WAKE) != 1:
+                    return False
+            else:
+                self.sock.sendall(WAKE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False  # the reader sees the broken connection and reports it
+        self.bytes_written += 1
         return True
 
     def request(self, data: bytes, timeout: float | None) -> Frame:

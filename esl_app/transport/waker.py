@@ -3,18 +3,18 @@
 An idle mod_event_socket listener waits for input in a 20 ms poll before it writes queued events,
 so the CHANNEL_EXECUTE_COMPLETE a flow waits for can sit there up to 20 ms. Any byte from the client
 ends the poll, and a bare LF is discarded without a reply. While a completion is awaited, the waker
-writes single LFs: every ``interval`` for the first ``burst`` seconds (most verbs complete within a
-park tick or two), then every ``slow_interval`` (long verbs such as playback), never in the middle
-of a command (it shares the connection's write lock and skips a tick when the lock is taken).
+writes single LFs every ``interval`` for the first ``burst`` seconds (most verbs complete within a
+park tick or two), then every ``slow_interval`` if set (off by default: a long playback would cost a
+write every few ms for its whole length, on every call). It runs on an event-loop timer, not a
+greenlet, and never writes in the middle of a command (it skips a tick while a command is written).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
-
-WAKE = b"\n"
 
 
 @dataclass(slots=True)
@@ -22,41 +22,52 @@ class WakerSettings:
     enabled: bool = True
     interval: float = 0.001
     burst: float = 0.060
-    slow_interval: float | None = 0.005  # None: stop after the burst
+    slow_interval: float | None = None  # e.g. 0.005 to keep long verbs prompt too, at that cost
 
 
 class Waker:
-    __slots__ = ("_connection", "_greenlet", "_pending", "_settings", "bytes_written")
+    __slots__ = ("_connection", "_pending", "_settings", "_started", "_timer", "bytes_written")
 
-    def __init__(self, connection, settings: WakerSettings) -> None:
+    def __init__(self, connection: Any, settings: WakerSettings) -> None:
         self._connection = connection
         self._settings = settings
         self._pending = 0
-        self._greenlet: gevent.Greenlet | None = None
+        self._timer: Any = None
+        self._started = 0.0
         self.bytes_written = 0
 
     def __enter__(self) -> Waker:
         self._pending += 1
-        if self._greenlet is None or self._greenlet.dead:
-            self._greenlet = gevent.spawn(self._run)
+        if self._timer is None:
+            self._start(self._settings.interval)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._pending -= 1
-        if self._pending == 0 and self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
+        if self._pending == 0:
+            self._stop()
 
-    def _run(self) -> None:
-        settings = self._settings
+    def _start(self, interval: float) -> None:
         loop = gevent.get_hub().loop
-        started = loop.now()
-        while self._pending > 0:
-            if loop.now() - started < settings.burst:
-                gevent.sleep(settings.interval)
-            elif settings.slow_interval is not None:
-                gevent.sleep(settings.slow_interval)
-            else:
+        if self._timer is None:
+            self._started = loop.now()
+        else:
+            self._timer.close()
+        self._timer = loop.timer(interval, interval)
+        self._timer.start(self._tick)
+
+    def _stop(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
+
+    def _tick(self) -> None:
+        settings = self._settings
+        if gevent.get_hub().loop.now() - self._started >= settings.burst:
+            if settings.slow_interval is None:
+                self._stop()
                 return
-            if self._connection.write_nowait(WAKE):
-                self.bytes_written += 1
+            if self._timer is not None and self._timer.repeat != settings.slow_interval:
+                self._start(settings.slow_interval)
+        if self._connection.wake():
+            self.bytes_written += 1

@@ -138,22 +138,11 @@ class Session:
         self.full = (frame.headers.get("Control") or "full").lower() == "full"
         self.answered = (frame.headers.get("Answer-State") or "").lower() == "answered"
         self.connection.name = self.name = self.uuid or self.name
-        try:
-            reply = self._get(subscribed, settings.command_timeout, "myevents")
-            if not reply.ok:
-                raise CommandError("myevents", reply.reply_text)
-            if lingered is not None:
-                reply = self._get(lingered, settings.command_timeout, "linger")
-                # without 'full' linger is refused: say so instead of silently going on (greenswitch G12)
-                self.lingering = reply.ok
-                if not reply.ok:
-                    log.warning(
-                        "%s: linger refused (%s): socket without 'full'? hangup events may be cut",
-                        self.uuid,
-                        reply.reply_text,
-                    )
-        except ConnectionClosed:
-            raise self._ended() from None
+        # the flow starts now: the myevents and linger replies come before the reply of its first
+        # command anyway (FIFO), so waiting for them would only add a round trip to every decision
+        subscribed.rawlink(self._on_subscribed)
+        if lingered is not None:
+            lingered.rawlink(self._on_linger)
         return self.channel_data
 
     # -- commands --------------------------------------------------------------------------------
@@ -316,6 +305,24 @@ class Session:
             self.connection.close()
 
     # -- internals -------------------------------------------------------------------------------
+    def _on_subscribed(self, result: AsyncResult) -> None:
+        frame = result.value if result.successful() else None
+        if frame is not None and not frame.ok:
+            # no events: no completion would ever arrive; end this socket so the dialplan's fallback runs
+            log.error("%s: myevents refused (%s): closing the socket", self.uuid, frame.reply_text)
+            self.connection.close()
+
+    def _on_linger(self, result: AsyncResult) -> None:
+        frame = result.value if result.successful() else None
+        if frame is None:
+            return
+        self.lingering = frame.ok
+        if not frame.ok:
+            # without 'full' linger is refused: say so instead of silently going on (greenswitch G12)
+            log.warning(
+                "%s: linger refused (%s): socket without 'full'? hangup events may be cut", self.uuid, frame.reply_text
+            )
+
     def _log_refused(self, app: str, result: AsyncResult) -> None:
         frame = result.value if result.successful() else None
         if frame is not None and not frame.ok:

@@ -210,7 +210,11 @@ def test_sighup_reloads_code_without_dropping_a_call(supervisor):
     running.wait_for(lambda: running.metric("esl_app_calls_active", pool="inbound") == 1, what="the held call")
     (running.directory / "pools_app.py").write_text(textwrap.dedent(APP.format(version="v2")))
     running.process.send_signal(signal.SIGHUP)
-    running.wait_for(lambda: running.status()["generation"] == 1 and running.pids("inbound") != [old], what="reload")
+    # the reload is done when the new worker serves and the old one stopped accepting (it drains)
+    running.wait_for(
+        lambda: running.status()["generation"] == 1 and running.pids("inbound") and old not in running.pids("inbound"),
+        what="reload",
+    )
     assert running.get("/ready")[0] == 200
     assert running.place("inbound", destination="1000").executed[1] == ("playback", "inbound-v2.wav")
     record = held.get(timeout=10)  # the call in flight on the old worker finished normally

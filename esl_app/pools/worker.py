@@ -170,6 +170,9 @@ class PoolWorker:
             self.stopped.wait()
             return 0
         self._draining = True
+        # stop accepting first: the listening socket is shared, so the pool's other (or new) workers
+        # take the next calls; marking the door "draining" before that would refuse calls in between
+        self.server.stop_accepting()
         self.admission.draining = True
         self.slots.set(self.slot, STATE, SlotState.DRAINING)
         log.info(

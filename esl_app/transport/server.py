@@ -137,13 +137,17 @@ class OutboundServer:
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def stop_accepting(self) -> None:
+        """Stop taking new connections (established calls go on)."""
+        if self._server is not None:
+            self._server.close()
+
     def stop(self, deadline: float = 30.0) -> int:
         """Stop accepting, let active calls finish for up to ``deadline`` seconds, then kill the rest.
 
         Returns how many calls had to be killed.
         """
-        if self._server is not None:
-            self._server.close()  # stops accepting; established calls go on
+        self.stop_accepting()
         remaining = list(self._calls)
         if remaining:
             log.info("draining %d active calls (deadline %.1f s)", len(remaining), deadline)

@@ -165,6 +165,25 @@ def memory_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def decision_table(results: dict[str, Any]) -> str:
+    """Issue 6: decision and completion latency under FreeSWITCH's timing model, per socket mode."""
+    lines = [
+        "| server | socket | decision p50 ms | decision p99 ms | completion p50 ms | completion p99 ms "
+        "| LF bytes/call | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, server in results["servers"].items():
+        for mode, d in (server.get("decision") or {}).items():
+            dec, comp = d.get("decision_ms", {}), d.get("completion_ms", {})
+            errors = sum((d.get("errors") or {}).values())
+            lines.append(
+                f"| {name} | {mode} | {_fmt(dec.get('p50'), 2)} | {_fmt(dec.get('p99'), 2)} "
+                f"| {_fmt(comp.get('p50'), 2)} | {_fmt(comp.get('p99'), 2)} "
+                f"| {_fmt(d.get('wake_bytes_per_call'), 0)} | {errors} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else "(not measured in this run)"
+
+
 def render_markdown(results: dict[str, Any], chart_name: str, notes: str = "") -> str:
     m = results["machine"]
     pin = results["pinning"]
@@ -209,6 +228,18 @@ the completions) at 70% of each server's own closed-loop maximum. Memory is the 
 |---|---|---|
 {target_lines}
 {overload_text}
+## Decisions under FreeSWITCH's timing model (static and async sockets)
+
+The test kit's fake FreeSWITCH with `TimingModel` on (spec section 9, as measured on 1.10.12): an
+async socket runs queued commands on a 20 ms park tick, and an idle listener holds events for its
+20 ms poll unless the client writes. 200 calls per row, 4 at a time, on the generator's cores.
+**Decision**: TCP connected → the first routed application starts (the floor is 0 on a static
+socket, the next park tick on an async one). **Completion**: a CHANNEL_EXECUTE_COMPLETE raised →
+the application's next command arrives (delivery to the flow plus its reaction). **LF bytes**: what
+esl-app's waker wrote to end the listener's poll.
+
+{decision_table(results)}
+
 ## Memory: calls held in a playback
 
 {memory_table(results)}

@@ -10,6 +10,7 @@ at 3x its capacity through the admission door: every call must be served or refu
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -227,6 +228,7 @@ class SuiteOptions:
     hold: dict[str, int] = field(default_factory=dict)  # per server override of held calls
     overload: bool = True
     quick: bool = False
+    decision_calls: int = 200  # per socket mode, under FreeSWITCH's timing model (0: skip)
 
 
 def machine_notes() -> dict[str, Any]:
@@ -312,6 +314,18 @@ def run_suite(options: SuiteOptions, progress: Progress | None = None) -> dict[s
                     break  # past its capacity: higher rates only measure a melt-down
             out["sweep"] = sweep
             out["rss_start_kb"] = rss_start
+            if options.decision_calls:
+                out["decision"] = {
+                    mode: decision_phase(server.port, mode, options.decision_calls, gen_cpus)
+                    for mode in ("static", "async")
+                }
+                for mode, figures in out["decision"].items():
+                    progress.line(
+                        f"{name} {mode} socket, timing model: decision p50 {figures['decision_ms']['p50']:.2f} "
+                        f"p99 {figures['decision_ms']['p99']:.2f} ms, completion p50 "
+                        f"{figures['completion_ms']['p50']:.2f} p99 {figures['completion_ms']['p99']:.2f} ms, "
+                        f"errors {figures['errors']}"
+                    )
         finally:
             server.stop()
         holds = [("", [], options.hold.get(name, spec.hold_calls))]
@@ -331,6 +345,20 @@ def run_suite(options: SuiteOptions, progress: Progress | None = None) -> dict[s
             out["overload"] = overload_phase(spec, server_cpus, load, out["capacity"]["calls_per_second"], options,
                                              progress)  # fmt: skip
     return results
+
+
+def decision_phase(port: int, mode: str, calls: int, cpus: list[int]) -> dict[str, Any]:
+    """Decision and completion latency under the timing model (``esl_app.bench.decision``), measured by
+    the test kit's fake FreeSWITCH in a process of its own on the generator's cores."""
+    command = [sys.executable, "-m", "esl_app.bench.decision", "--port", str(port), "--mode", mode,
+               "--calls", str(calls), "--concurrency", "4"]  # fmt: skip
+    if cpus and shutil.which("taskset"):
+        command = ["taskset", "-c", ",".join(map(str, cpus)), *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        return {"mode": mode, "errors": {"generator failed": 1}, "stderr": done.stderr[-2000:],
+                "decision_ms": {}, "completion_ms": {}}  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def hold_phase(

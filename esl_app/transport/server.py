@@ -18,6 +18,8 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
+from .memory import IdleTrimmer
+
 log = logging.getLogger("esl_app.transport")
 
 Handler = Callable[[Any, tuple[str, int]], None]
@@ -85,6 +87,7 @@ class OutboundServer:
         self.door = door
         self._server: StreamServer | None = None
         self._calls: set[gevent.Greenlet] = set()
+        self.trimmer = IdleTrimmer()  # RSS back to the OS after a burst of calls ended
         self._stopped = Event()
         self.accepted = 0
 
@@ -121,8 +124,12 @@ class OutboundServer:
     def _spawn(self, func: Callable[..., None], *args: Any) -> gevent.Greenlet:
         greenlet = gevent.spawn(func, *args)
         self._calls.add(greenlet)
-        greenlet.link(self._calls.discard)
+        greenlet.link(self._call_done)
         return greenlet
+
+    def _call_done(self, greenlet: gevent.Greenlet) -> None:
+        self._calls.discard(greenlet)
+        self.trimmer.update(len(self._calls))
 
     def _handle(self, sock: Any, address: tuple[str, int]) -> None:
         self.accepted += 1

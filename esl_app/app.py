@@ -87,6 +87,7 @@ class App:
         self._startup_hooks: list[Callable[[], None]] = []
         self._shutdown_hooks: list[Callable[[], None]] = []
         self.started = False
+        self._mode_warned = False
         self.calls_handled = 0
 
     # -- decorators ------------------------------------------------------------------------------
@@ -207,11 +208,19 @@ class App:
         return self.compile().match(call.destination, call.caller_id_number, call.context, call.variable)
 
     # -- one call --------------------------------------------------------------------------------
-    def handle(self, sock: Any, address: tuple[str, int] | None = None, *, pool: str | None = None) -> Call | None:
+    def handle(
+        self,
+        sock: Any,
+        address: tuple[str, int] | None = None,
+        *,
+        pool: str | None = None,
+        expected_mode: SocketMode | None = None,
+    ) -> Call | None:
         """Drive one outbound-socket connection from ``connect`` to close. Returns the call.
 
         ``pool``: the worker pool the connection arrived on; only its routes (and routes without a
-        pool) can match.
+        pool) can match. ``expected_mode``: the socket mode the pool's dialplan should use; a call in
+        the other mode still runs (the Call API is the same) but the mismatch is logged.
         """
         if not self.started:
             self.startup()
@@ -235,6 +244,12 @@ class App:
             session.connection.close()
             return None
         CALL_UUID.set(session.uuid)
+        if expected_mode is not None and session.mode != expected_mode and not self._mode_warned:
+            self._mode_warned = True
+            log.warning(
+                "%s: pool %s expects %s sockets but this call came on a %s one: check the dialplan's socket line",
+                session.uuid, pool, expected_mode, session.mode,
+            )  # fmt: skip
         call = Call(session)
         if self.max_calls is not None and self.active_calls >= self.max_calls:
             self._refuse_over_capacity(call)

@@ -47,6 +47,12 @@ class PoolSettings(BaseModel):
     workers: int = Field(1, ge=0, description="worker processes (gevent uses one core each); 0: pool not served")
     backlog: int = Field(4096, ge=1)
     cpus: list[int] | None = Field(None, description="pin the pool's workers to these CPUs (Linux)")
+    socket_mode: Literal["static", "async"] | None = Field(
+        None,
+        description="the socket mode the dialplan uses for this pool's port (static: fast decide-and-hand-off; "
+        "async: interactive, e.g. a dialer's or queue's pool); a call arriving in the other mode is logged as a "
+        "dialplan mismatch. None: either",
+    )
 
 
 DEFAULT_POOLS: dict[str, dict[str, Any]] = {

@@ -110,3 +110,23 @@ def test_static_hangup_with_no_event_at_all_still_ends_the_flow_at_once():
     result = simulate_call(app, destination="1000", mode="static", hangup_at=2, hangup_event_limit=0, timeout=5)
     assert isinstance(seen["hangup"], CallHangup)
     assert result.verbs == ["answer", "playback"]
+
+
+def test_a_pool_declares_its_socket_mode_and_a_mismatch_is_logged(caplog):
+    import logging
+
+    from esl_app.settings import PoolSettings
+    from esl_app.testing.peer import CallScript, FakeFreeSWITCH
+    from esl_app.testing.pipe import memory_socket_pair
+
+    assert PoolSettings(socket_mode="static").socket_mode == "static"
+    app = make_app()
+    peer_end, app_end = memory_socket_pair()
+    import gevent
+
+    peer = gevent.spawn(FakeFreeSWITCH(CallScript(destination="2000", mode="async"), peer_end).run)
+    with caplog.at_level(logging.WARNING):
+        call = app.handle(app_end, ("memory", 0), pool="inbound", expected_mode="static")
+    assert peer.get(timeout=5).verbs[-1] == "bridge"  # it still runs: one Call API
+    assert call.mode == "async"
+    assert "expects static sockets" in caplog.text

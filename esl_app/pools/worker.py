@@ -148,7 +148,7 @@ class PoolWorker:
 
     def _run(self, sock: Any, address: tuple[str, int]) -> None:
         try:
-            self.app.handle(sock, address, pool=self.name)
+            self.app.handle(sock, address, pool=self.name, expected_mode=self.pool.socket_mode)
         finally:
             self.admission.release()
             if self.metrics is not None:

@@ -69,6 +69,8 @@ def _check_variable_name(name: str) -> str:
 class Call:
     """One call, as seen by a flow. Created by the framework after ``connect``."""
 
+    __slots__ = ("_hangup_hooks", "_variables", "match", "session", "state")
+
     def __init__(self, session: Session, match: Any = None) -> None:
         self.session = session
         self.match = match  # the RouteMatch that chose the flow (captured groups)

@@ -77,6 +77,14 @@ class BackgroundJob:
 
 
 class Session:
+    # a held call is mostly its raw connect reply and these objects: no per-instance dict
+    __slots__ = (
+        "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_waiters", "answered", "channel_data", "closed",
+        "connection", "events_received", "full", "hangup_by", "hangup_cause", "hangup_complete",
+        "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "settings", "transferred",
+        "uuid", "waker",
+    )  # fmt: skip
+
     def __init__(
         self,
         sock: Any,

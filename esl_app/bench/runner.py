@@ -313,6 +313,7 @@ def run_suite(options: SuiteOptions, progress: Progress | None = None) -> dict[s
             out["sweep"] = sweep
             out["rss_start_kb"] = rss_start
             if options.decision_calls:
+                time.sleep(3.0)  # let the last sweep point's backlog drain: measure an idle server
                 out["decision"] = {
                     mode: decision_phase(server.port, mode, options.decision_calls, gen_cpus)
                     for mode in ("static", "async")

@@ -33,6 +33,11 @@ class Connection:
     """Reads frames from ``sock`` (from the event loop for a gevent socket, else in a greenlet);
     writes whole commands under a lock."""
 
+    __slots__ = (
+        "_on_close", "_on_frame", "_parser", "_pending", "_raw", "_reader", "_watcher", "_write_lock",
+        "bytes_written", "close_reason", "closed", "name", "sock", "write_timeout",
+    )  # fmt: skip
+
     def __init__(
         self,
         sock: Any,

@@ -115,7 +115,7 @@ class Session:
         self._waiters: dict[str, _Waiter] = {}
         self._jobs: dict[str, AsyncResult] = {}
         self._event_waiters: list[tuple[Callable[[Event], bool], AsyncResult]] = []
-        self._dtmf: Queue = Queue()
+        self._dtmf: Queue | None = None  # made on the first digit or DTMF wait (a Queue is ~2.5 kB per call)
         self._jobs_subscribed = False
         self.events_received = 0
         self.waker = Waker(self.connection, self.settings.waker)
@@ -258,11 +258,18 @@ class Session:
         return self._get(self._send(data), timeout or self.settings.command_timeout, what)
 
     # -- waiting ---------------------------------------------------------------------------------
+    def _digits(self) -> Queue:
+        if self._dtmf is None:
+            self._dtmf = Queue()
+            if self.hung_up.is_set():
+                self._dtmf.put(_HANGUP)
+        return self._dtmf
+
     def next_dtmf(self, timeout: float) -> str | None:
         """The next digit from DTMF events, or None after ``timeout`` seconds."""
         self.raise_if_gone()
         try:
-            item = self._dtmf.get(timeout=timeout)
+            item = self._digits().get(timeout=timeout)
         except Empty:
             return None
         if item is _HANGUP:
@@ -271,6 +278,8 @@ class Session:
         return item
 
     def clear_dtmf(self) -> None:
+        if self._dtmf is None:
+            return
         while True:
             try:
                 item = self._dtmf.get_nowait()
@@ -401,7 +410,7 @@ class Session:
             elif name == "DTMF":
                 digit = event.get("DTMF-Digit")
                 if digit:
-                    self._dtmf.put(digit)
+                    self._digits().put(digit)
             elif name == "CHANNEL_ANSWER":
                 self.answered = True
             elif name == "CHANNEL_HANGUP":
@@ -437,7 +446,8 @@ class Session:
         for _, result in self._event_waiters:
             if not result.ready():
                 result.set_exception(error)
-        self._dtmf.put(_HANGUP)
+        if self._dtmf is not None:
+            self._dtmf.put(_HANGUP)
 
     def _on_close(self, reason: BaseException | None) -> None:
         if isinstance(reason, ProtocolError):

@@ -136,6 +136,8 @@ def supervisor(tmp_path: Path):
 
 def test_two_pools_run_as_separate_processes_on_their_own_ports(supervisor):
     running = supervisor(outbound_workers=2)
+    # "ready" means every pool has a worker up; the second outbound worker may still be importing
+    running.wait_for(lambda: len(running.pids("outbound")) == 2, what="both outbound workers")
     inbound, outbound = running.pids("inbound"), running.pids("outbound")
     assert len(inbound) == 1 and len(outbound) == 2
     assert not set(inbound) & set(outbound) and running.process.pid not in inbound + outbound

@@ -250,7 +250,6 @@ def test_report_renders_tables_targets_and_a_chart(tmp_path) -> None:  # type: i
     assert "| x | 1500 | 3.33 |" in text  # the summary row: label, calls/s, ratio to minimal gevent
     verdicts = {name: ok for name, _, ok in report.targets(results)}
     assert all(verdicts.values())
-    pytest.importorskip("matplotlib")
     page = report.write_docs(results, tmp_path)
     assert page.exists() and (tmp_path / "benchmarks-setup-p99.png").stat().st_size > 1000
 

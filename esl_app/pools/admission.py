@@ -11,12 +11,12 @@ second). The whole answer is one write, pipelined without waiting for any reply:
     sendmsg execute set esl_app_refused=<why>  (for the CDR, and the dialplan after ``socket``)
     sendmsg execute respond 503 ...            (the SIP answer Kamailio can fail over on)
     sendmsg hangup NORMAL_TEMPORARY_FAILURE
-    exit
 
-On an async socket the three sendmsgs are queued to the channel and run when ``socket`` returns (the
-park loop, then FreeSWITCH drains the channel's queue); on a static socket each runs as it is read.
-Replies and the CHANNEL_DATA block are read and thrown away until FreeSWITCH closes, so our close
-never turns into a reset that could discard what we wrote.
+No ``exit``: it would end the socket before an async channel's park loop had run the queued
+commands. On an async socket the three sendmsgs are queued to the channel and run on the park loop's
+next tick; on a static socket each runs as it is read. Replies and the CHANNEL_DATA block are read
+and thrown away until FreeSWITCH closes (the hangup ends the socket), so our close never turns into
+a reset that could discard what we wrote.
 """
 
 from __future__ import annotations

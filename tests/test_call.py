@@ -90,6 +90,7 @@ def test_gather_returns_digits_or_none(dtmf, expected):
 
 
 def test_gather_defaults_never_send_none():
+    """greenswitch G15: missing optional arguments were sent as the text 'None'."""
     def flow(call: Call):
         return call.gather("ivr/menu.wav")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .errors import ProtocolError
-from .headers import Headers
+from .headers import Headers, split_header_lines
 from .urlcode import decode_value, encode_value
 
 
@@ -158,23 +158,6 @@ def looks_like_connect_reply(headers: Headers) -> bool:
                 return False
             content_type_at = index
     return 0 <= event_at < content_type_at
-
-
-def split_header_lines(block: bytes) -> list[tuple[str, bytes]]:
-    """Split a header block into (name, raw value) pairs, FreeSWITCH style.
-
-    Split on ``\\n`` only (never ``splitlines``), strip one trailing ``\\r``, split at the first ``:``
-    and skip the spaces after it. Lines without a colon are ignored, empty values are kept.
-    """
-    pairs: list[tuple[str, bytes]] = []
-    for line in block.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        name, colon, value = line.partition(b":")
-        if not colon or not name:
-            continue
-        pairs.append((name.decode("utf-8", "surrogateescape").strip(), value.lstrip(b" ")))
-    return pairs
 
 
 def parse_plain_event(payload: bytes) -> Event:

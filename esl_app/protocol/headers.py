@@ -24,6 +24,23 @@ from .urlcode import decode_value
 ARRAY_PREFIX = "ARRAY::"
 
 
+def split_header_lines(block: bytes) -> list[tuple[str, bytes]]:
+    """Split a header block into (name, raw value) pairs, FreeSWITCH style.
+
+    Split on ``\\n`` only (never ``splitlines``), strip one trailing ``\\r``, split at the first ``:``
+    and skip the spaces after it. Lines without a colon are ignored, empty values are kept.
+    """
+    pairs: list[tuple[str, bytes]] = []
+    for line in block.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        name, colon, value = line.partition(b":")
+        if not colon or not name:
+            continue
+        pairs.append((name.decode("utf-8", "surrogateescape").strip(), value.lstrip(b" ")))
+    return pairs
+
+
 class Headers:
     __slots__ = ("_cache", "_encoded", "_index", "_items", "_lower", "_raw", "event_block")
 
@@ -59,21 +76,11 @@ class Headers:
     def _materialize(self) -> dict[str, list[str]]:
         raw = self._raw
         assert raw is not None
-        pairs: list[tuple[str, str]] = []
         encoded = self._encoded
-        for line in raw.split(b"\n"):
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            name, colon, value = line.partition(b":")
-            if not colon or not name:
-                continue
-            value = value.lstrip(b" ")
-            pairs.append(
-                (
-                    name.decode("utf-8", "surrogateescape").strip(),
-                    decode_value(value) if encoded else value.decode("utf-8", "surrogateescape"),
-                )
-            )
+        pairs = [
+            (name, decode_value(value) if encoded else value.decode("utf-8", "surrogateescape"))
+            for name, value in split_header_lines(raw)
+        ]
         index: dict[str, list[str]] = {}
         for name, text in pairs:
             index.setdefault(name.lower(), []).append(text)

@@ -10,7 +10,7 @@ import re
 
 from .errors import ProtocolError
 from .frames import Frame, looks_like_connect_reply
-from .headers import Headers
+from .headers import Headers, split_header_lines
 from .urlcode import decode_value
 
 # A connect reply of a real SIP call reaches 100+ kB; several MB is a sane cap (spec 6.8).
@@ -125,19 +125,8 @@ def _parse_block(block: bytes) -> Headers:
         lazy = _lazy_connect_reply(block)
         if lazy is not None:
             return lazy
-    pairs: list[tuple[str, str]] = []
-    for line in block.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        name, colon, value = line.partition(b":")
-        if not colon or not name:
-            continue  # e.g. the second line of a getvar reply whose value had a newline (spec 1.2)
-        pairs.append(
-            (
-                name.decode("utf-8", "surrogateescape").strip(),
-                value.lstrip(b" ").decode("utf-8", "surrogateescape"),
-            )
-        )
+    # lines without a colon are skipped: e.g. the second line of a getvar reply whose value had a newline
+    pairs = [(name, value.decode("utf-8", "surrogateescape")) for name, value in split_header_lines(block)]
     headers = Headers(pairs)
     # The connect reply is a whole serialized CHANNEL_DATA event: its values are URL-encoded. Every
     # other envelope is raw, so decoding it would corrupt a Reply-Text that holds '%41' (spec 1.5).

@@ -245,3 +245,23 @@ def test_parser_sees_one_command_per_caller_controlled_value():
     assert len(read) == 1
     assert read[0].body.decode() == f"effective_caller_id_number={hostile}"
     assert Parser().feed(b"") == []
+
+
+def test_a_failing_frame_handler_closes_the_connection_instead_of_hanging_waits():
+    """The reader must never die silently: pending commands fail and the close is reported."""
+    from esl_app.transport import Connection
+
+    closed: list[BaseException | None] = []
+    peer_end, app_end = memory_socket_pair()
+
+    def broken(frame):
+        raise RuntimeError("bug in a handler")
+
+    connection = Connection(app_end, broken, closed.append, name="t")
+    connection.start()
+    pending = connection.send(commands.api("status"))
+    peer_end.sendall(switch.event_plain([("Event-Name", "HEARTBEAT")]))
+    with pytest.raises(ConnectionClosed):
+        pending.get(timeout=1)
+    assert connection.closed
+    assert len(closed) == 1 and isinstance(closed[0], RuntimeError)

@@ -138,15 +138,7 @@ class Connection:
                 if not data:
                     parser.eof()
                     break
-                for frame in parser.feed(data):
-                    if frame.kind is FrameKind.REPLY or frame.kind is FrameKind.API:
-                        if self._pending:
-                            self._pending.pop(0).set(frame)
-                        else:
-                            # FreeSWITCH never sends one; log instead of crashing (greenswitch G18)
-                            log.warning("%s: reply with no pending command: %r", self.name, frame.reply_text)
-                    else:
-                        self._on_frame(frame)
+                self._deliver(data)
         except ProtocolError as exc:
             log.error("%s: malformed frame from FreeSWITCH, closing the connection: %s", self.name, exc)
             reason = exc
@@ -155,7 +147,22 @@ class Connection:
                 reason = exc
         except gevent.GreenletExit:
             pass
+        except Exception as exc:  # a bug in a frame handler: end the call rather than leave waits hanging
+            log.exception("%s: frame handling failed, closing the connection", self.name)
+            reason = exc
         self._closed(reason, from_reader=True)
+
+    def _deliver(self, data: bytes) -> None:
+        """Frame ``data``; replies go to the oldest pending command, everything else to ``on_frame``."""
+        for frame in self._parser.feed(data):
+            if frame.kind is FrameKind.REPLY or frame.kind is FrameKind.API:
+                if self._pending:
+                    self._pending.pop(0).set(frame)
+                else:
+                    # FreeSWITCH never sends one; log instead of crashing (greenswitch G18)
+                    log.warning("%s: reply with no pending command: %r", self.name, frame.reply_text)
+            else:
+                self._on_frame(frame)
 
     def _on_readable(self) -> None:
         """One read, run by the event loop (never blocks, never runs user code: like ``_read_loop``)."""
@@ -172,14 +179,7 @@ class Connection:
                 self._parser.eof()
                 self._stop_reading(None)
                 return
-            for frame in self._parser.feed(data):
-                if frame.kind is FrameKind.REPLY or frame.kind is FrameKind.API:
-                    if self._pending:
-                        self._pending.pop(0).set(frame)
-                    else:
-                        log.warning("%s: reply with no pending command: %r", self.name, frame.reply_text)
-                else:
-                    self._on_frame(frame)
+            self._deliver(data)
             return
         except ProtocolError as exc:
             log.error("%s: malformed frame from FreeSWITCH, closing the connection: %s", self.name, exc)

@@ -9,7 +9,8 @@ Otherwise: a welcome prompt and a menu, 1 for sales, 2 for support, bridged with
 1100-1999 dial an extension directly (its dial string comes from the data).
 
 The data comes from Postgres through Redis and each process's cache when ``ESL_APP_DATA_POSTGRES_DSN``
-(and ``ESL_APP_DATA_REDIS_URL``) are set, else from ``fixtures/demo_data.json``: no server needed.
+(and ``ESL_APP_DATA_REDIS_URL``) are set, else from the demo data shipped with esl-app
+(``esl_app/data/demo_data.json``): no server needed.
 
 Run it: ``esl-app serve callflows.demo:app``; see it: ``esl-app demo``.
 """
@@ -28,7 +29,7 @@ from esl_app.data import Decision, RoutingData
 log = logging.getLogger("callflows.demo")
 
 app = App("demo")
-data = RoutingData()  # ESL_APP_DATA_*; nothing configured: the embedded fixtures/demo_data.json
+data = RoutingData()  # ESL_APP_DATA_*; nothing configured: the shipped esl_app/data/demo_data.json
 app.on_startup(lambda: data.start())
 app.on_shutdown(lambda: data.stop())
 

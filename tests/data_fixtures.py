@@ -1,6 +1,6 @@
 """Shared fixtures for the routing-data tests: real Postgres and Redis, isolated per test.
 
-Each test gets its own Postgres schema (migrated and seeded with ``fixtures/demo_data.json``; its own
+Each test gets its own Postgres schema (migrated and seeded with the shipped ``esl_app/data/demo_data.json``; its own
 NOTIFY channel too) and its own Redis key prefix. The servers must be running: when they can't be
 reached the tests FAIL, they are never skipped. Point elsewhere with ``ESL_APP_TEST_POSTGRES_DSN`` /
 ``ESL_APP_TEST_REDIS_URL``.

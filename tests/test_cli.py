@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import select
@@ -283,6 +284,34 @@ def test_demo_runs_every_scenario_and_a_loop():
     assert "-> verbs ['pre_answer', 'playback'], hangup cause UNALLOCATED_NUMBER" in out
     assert re.search(r"^20 calls \(0 failed\) in [\d.]+ s: \d+ calls/s", out, re.M)
     assert "Traceback" not in done.stderr
+
+
+def test_demo_shows_the_traces_and_the_figures_not_a_line_per_loop_call():
+    """At the default log level, each traced call's lines stay under its own title, and the loop's
+    calls log nothing (500 "ended: NORMAL_CLEARING" lines used to bury the traces)."""
+    env = cli_env(PYTHONUNBUFFERED="1")  # one stream in the order it was written
+    done = subprocess.run(
+        [*CLI, "demo", "--calls", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=PROCESS_TIMEOUT * 2, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout
+    lines = done.stdout.splitlines()
+    titles = [i for i, line in enumerate(lines) if line.startswith("== ")]
+    assert len(titles) == len(demo.SCENARIOS) + 1
+    for start, end in itertools.pairwise(titles):
+        section = lines[start:end]
+        assert sum(" ended: " in line for line in section) == 1, "\n".join(section)  # the traced call's end
+    loop = lines[titles[-1] :]
+    assert loop[0].startswith("== a quick loop over TCP: 60 x ")
+    assert re.match(r"60 calls \(0 failed\) in [\d.]+ s: \d+ calls/s", loop[1]), loop
+    assert len(loop) == 2, loop  # the title and the figures: no log line from the loop's calls
+    assert sum(" ended: " in line for line in lines) == len(demo.SCENARIOS)
+
+
+def test_demo_at_debug_level_keeps_every_line():
+    done = run_cli("--log-level", "DEBUG", "demo", "--calls", "20")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(" ended: ") == len(demo.SCENARIOS) + 20
 
 
 def test_demo_main_in_process(monkeypatch, capsys):

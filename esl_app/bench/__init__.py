@@ -4,7 +4,7 @@
   kit's channel templates at real SIP size (~10 kB connect reply, every event with the channel block);
 * ``generator``: a lean fake FreeSWITCH that plays many calls over TCP from several processes
   (closed loop, open loop, hold) and measures setup latency, errors, its own CPU;
-* ``servers``: how each server under test is started (esl-app and the baselines in ``bench/``);
+* ``servers``: the servers under test, esl-app and the baselines, each run as ``python -m``;
 * ``runner``: the whole comparison in one run; ``report``: docs/benchmarks.md and the chart.
 
 Benchmarks are commands, never part of the test run.

@@ -266,7 +266,7 @@ esl-app's waker wrote to end the listener's poll.
 
 * **The flow**, on every server: `connect` → `myevents` → `linger` → `answer` → `playback` → `hangup`
   (then `exit` or close). esl-app runs `esl_app/bench/flow.py` with its production session settings
-  (linger 10, the LF waker, the hangup record awaited); the baselines are in `bench/`:
+  (linger 10, the LF waker, the hangup record awaited); the baselines are in `esl_app/bench/servers/`:
   `greenswitch_server.py` (stock `OutboundESLServer`, its blocking verbs), `genesis_server.py`
   (`Outbound`, executes blocking on their own `Event-UUID`), `gevent_server.py` (a minimal gevent
   server that parses every frame into a dict and URL-decodes every value).

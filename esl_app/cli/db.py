@@ -16,12 +16,12 @@ ORDER = 70
 def register(sub: argparse._SubParsersAction) -> None:
     db = sub.add_parser("db", help="routing data in Postgres: apply migrations, seed the demo data")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    migrate = db_sub.add_parser("migrate", help="apply migrations/*.sql not applied yet")
+    migrate = db_sub.add_parser("migrate", help="apply the migrations shipped with esl-app not applied yet")
     migrate.add_argument("--dsn", help="Postgres DSN (default: ESL_APP_DATA_POSTGRES_DSN)")
     migrate.add_argument("--schema", help="schema (default: ESL_APP_DATA_POSTGRES_SCHEMA or public)")
     migrate.add_argument(
         "--seed", nargs="?", const="", default=None, metavar="FILE",
-        help="then load a data file (default: fixtures/demo_data.json) into the tables",
+        help="then load a data file (default: the demo data shipped with esl-app) into the tables",
     )  # fmt: skip
     migrate.set_defaults(func=cmd_migrate)
 
@@ -52,7 +52,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             applied = await migrate(conn)
             print(f"esl-app db: schema {schema}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
             if args.seed is not None:
-                path = args.seed or settings.data_file
+                path = args.seed or settings.data_source
                 counts = await seed(conn, load_snapshot(path))
                 print(f"esl-app db: seeded from {path}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         finally:

@@ -2,7 +2,7 @@
 
 ``RoutingData`` is the facade guards and flows use (``decide``, ``number``, ``is_blocked``, ``is_open``,
 ``limits``, ``release``). With no Postgres DSN configured it serves the embedded file
-``fixtures/demo_data.json``, so nothing needs a server. See ``docs/data.md``.
+``esl_app/data/demo_data.json`` (shipped with the package), so nothing needs a server. See ``docs/data.md``.
 """
 
 from .facade import DataUnavailable, RoutingData

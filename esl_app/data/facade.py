@@ -116,7 +116,7 @@ class RoutingData:
             return
         self.started = True
         if self.pg is None:
-            snapshot = self._snapshot or load_snapshot(self.settings.data_file)
+            snapshot = self._snapshot or load_snapshot(self.settings.data_source)
             self._index = _index(snapshot)
             now = time.monotonic()
             for key, value in self._index.items():
@@ -124,7 +124,7 @@ class RoutingData:
             self.epoch = EMBEDDED_EPOCH
             self.listening = True
             self.loaded.set()
-            log.info("routing data: embedded, %d objects from %s", len(self._index), self.settings.data_file)
+            log.info("routing data: embedded, %d objects from %s", len(self._index), self.settings.data_source)
         else:
             assert self.bridge is not None
             self.bridge.start()

@@ -1,4 +1,6 @@
-"""``esl-app db migrate``: apply ``migrations/*.sql`` in order, once each; optionally seed a data file.
+"""``esl-app db migrate``: apply the migrations in order, once each; optionally seed a data file.
+
+The migrations are package data (``esl_app/data/migrations/*.sql``), read with importlib.resources.
 
 asyncio only (the CLI runs it with ``asyncio.run``; tests through the bridge). Migrations run in one
 transaction each, under an advisory lock so two processes migrating at once don't collide, and are
@@ -8,6 +10,7 @@ recorded in ``schema_migrations``.
 from __future__ import annotations
 
 import logging
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,9 @@ log = logging.getLogger("esl_app.data.migrate")
 _LOCK = 0x65736C61  # "esla"
 
 
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
-    return sorted(path for path in directory.glob("*.sql") if path.is_file())
+def migration_files(directory: Path | Traversable = MIGRATIONS_DIR) -> list[Traversable]:
+    """The ``*.sql`` files of ``directory``, in name order (``iterdir``: works on package data in a zip too)."""
+    return sorted((f for f in directory.iterdir() if f.name.endswith(".sql") and f.is_file()), key=lambda f: f.name)
 
 
 async def connect(dsn: str, schema: str, timeout: float = 5.0) -> asyncpg.Connection:
@@ -32,7 +36,7 @@ async def connect(dsn: str, schema: str, timeout: float = 5.0) -> asyncpg.Connec
     return conn
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(conn: asyncpg.Connection, directory: Path | Traversable = MIGRATIONS_DIR) -> list[str]:
     """Apply the migrations not applied yet (to the connection's search_path); returns their names."""
     applied_now: list[str] = []
     async with conn.transaction():

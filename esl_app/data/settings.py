@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_FILE = REPO_ROOT / "fixtures" / "demo_data.json"
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
+# package data, read through importlib.resources so an installed wheel (not only a checkout) finds them
+DEFAULT_DATA_FILE: Traversable = files("esl_app.data") / "demo_data.json"
+MIGRATIONS_DIR: Traversable = files("esl_app.data") / "migrations"
 
 
 class DataSettings(BaseSettings):
@@ -21,7 +23,7 @@ class DataSettings(BaseSettings):
     postgres_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
     redis_url: str | None = Field(None, description="e.g. redis://127.0.0.1:6379/0")
     redis_prefix: str = "esl:"
-    data_file: Path = DEFAULT_DATA_FILE
+    data_file: Path | None = Field(None, description="a data file to serve; unset: the demo data shipped with esl-app")
 
     # in-process cache
     cache_size: int = Field(100_000, ge=16, description="entries kept in each process (LRU)")
@@ -53,3 +55,8 @@ class DataSettings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.postgres_dsn is None
+
+    @property
+    def data_source(self) -> Path | Traversable:
+        """The file the embedded tier serves and ``--seed`` loads: ``data_file``, else the shipped demo data."""
+        return self.data_file if self.data_file is not None else DEFAULT_DATA_FILE

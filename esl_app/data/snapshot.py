@@ -1,4 +1,4 @@
-"""The routing-data file: the embedded default (``fixtures/demo_data.json``) and the seed for Postgres.
+"""The routing-data file: the embedded default (package data ``esl_app/data/demo_data.json``), the seed for Postgres.
 
 ```json
 {"tenants": [{"id": "demo", "name": "Demo Ltd", "timezone": "Europe/London",
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ def snapshot_from_dict(raw: dict[str, Any]) -> Snapshot:
     return Snapshot(tenants=tenants, numbers=tuple(numbers), global_blocklist=blocklist(data.global_blocklist))
 
 
-def load_snapshot(path: str | Path) -> Snapshot:
-    with open(path, encoding="utf-8") as handle:
-        return snapshot_from_dict(json.load(handle))
+def load_snapshot(path: str | Path | Traversable) -> Snapshot:
+    """Load a data file: a path, or package data (``esl_app.data.DEFAULT_DATA_FILE``, read in place)."""
+    source = Path(path) if isinstance(path, str) else path
+    return snapshot_from_dict(json.loads(source.read_text(encoding="utf-8")))

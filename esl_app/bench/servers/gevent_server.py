@@ -11,8 +11,9 @@ import logging
 import uuid
 from urllib.parse import unquote
 
-from _common import PROMPT, parse_args, ready
 from gevent.server import StreamServer
+
+from ._common import PROMPT, parse_args, ready
 
 
 def parse_block(block: bytes, decode: bool) -> dict[str, str]:

@@ -5,9 +5,9 @@ The flow is ``esl_app.bench.flow:app``; ``--max-calls`` refuses calls over capac
 
 from __future__ import annotations
 
-from _common import parse_args, ready
-
 from esl_app.bench.flow import serve
+
+from ._common import parse_args, ready
 
 
 def main() -> None:

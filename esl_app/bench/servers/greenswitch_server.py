@@ -10,8 +10,9 @@ import logging
 import socket
 
 import gevent
-from _common import PROMPT, parse_args, ready
 from greenswitch.esl import OutboundESLServer
+
+from ._common import PROMPT, parse_args, ready
 
 
 class Flow:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from _common import PROMPT, parse_args, ready
 from genesis import Outbound
+
+from ._common import PROMPT, parse_args, ready
 
 
 async def flow(session) -> None:  # type: ignore[no-untyped-def]

@@ -31,11 +31,13 @@ def make_app() -> App:
 
 def test_static_call_to_an_async_route_is_handed_off_with_its_destination_saved():
     result = simulate_call(make_app(), destination="1000", context="public", mode="static")
-    assert result.executed == [
-        ("set", "esl_app_destination=1000"),
-        ("set", "esl_app_context=public"),
-        ("transfer", "esl_app_async XML esl_app"),
+    # saved with api uuid_setvar (no expansion), then the transfer
+    assert result.record.api_commands == [
+        f"uuid_setvar {result.record.uuid} esl_app_destination 1000",
+        f"uuid_setvar {result.record.uuid} esl_app_context public",
     ]
+    assert result.executed == [("transfer", "esl_app_async XML esl_app")]
+    assert result.variables["esl_app_destination"] == "1000" and result.variables["esl_app_context"] == "public"
     assert result.record.transferred_to is not None
     assert result.record.hung_up_by is None  # handed off, not hung up
     assert not result.answered

@@ -364,7 +364,9 @@ def setvar_value(text: str) -> str:
     """A value for ``api uuid_setvar <uuid> <name> <value>``: its ``switch_separate_string`` gives
     back exactly ``text`` (spaces, quotes, backslashes and newlines included); no expansion happens."""
     table = {"\\": "\\\\", "'": "\\'", '"': '\\"', " ": "\\s", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    return "".join(table.get(char, char) for char in text)
+    body = "".join(table.get(char, char) for char in text)
+    # switch_api_execute strips trailing blanks (vertical tab included) off the whole argument
+    return f"'{body}'" if body.endswith("\x0b") else body
 
 
 class Expand:

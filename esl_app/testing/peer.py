@@ -401,6 +401,9 @@ APPLICATIONS: dict[str, _AppSpec] = {
 }
 
 
+C_WHITESPACE = " \t\r\n\x0b"  # what switch_strip_whitespace removes around an api argument
+
+
 def _command_word(line: str) -> str:
     """The command FreeSWITCH sees: exact known words first, then a case-insensitive prefix match."""
     first = line.split(" ", 1)[0].lower()
@@ -1068,12 +1071,12 @@ class FakeFreeSWITCH:
         return switch.reply(f"+OK {event_uuid}")
 
     def _cmd_api(self, command: Command) -> bytes:
-        text = command.arg.strip()
+        text = command.arg.strip(C_WHITESPACE)  # switch_strip_whitespace: ASCII blanks only
         self.record.api_commands.append(text)
         return switch.api_response(self._api(text))
 
     def _cmd_bgapi(self, command: Command) -> bytes:
-        text = command.arg.strip()
+        text = command.arg.strip(C_WHITESPACE)
         self.record.api_commands.append(text)
         job = (command.headers.get("Job-UUID") or "").strip()[:36] or str(uuidlib.uuid4())
         output = self._api(text)

@@ -38,6 +38,7 @@ vanishes in it, and it works after a ``}`` where ``\\$`` would not), a backslash
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 from .errors import UnsafeCommandError
@@ -329,19 +330,14 @@ def escape(text: str, passes: int = 1) -> str:
     return text
 
 
+# a backslash that the expander would read as an escape: before $ \ ' or at the very end
+_ESCAPING_BACKSLASH = re.compile(r"\\(?=[$\\']|\Z)")
+
+
 def _escape_once(text: str) -> str:
     if "$" not in text and "\\" not in text:
         return text
-    out: list[str] = []
-    last = len(text) - 1
-    for k, char in enumerate(text):
-        if char == "$":
-            out.append("$\\'")
-        elif char == "\\" and (k == last or text[k + 1] in "$\\'"):
-            out.append("\\\\")
-        else:
-            out.append(char)
-    return "".join(out)
+    return _ESCAPING_BACKSLASH.sub(r"\\\\", text).replace("$", "$\\'")
 
 
 def quote_token(text: str) -> str:
@@ -440,7 +436,11 @@ def render(arg: str | Expand, passes: int = 1) -> str:
     it with the opt-in text around it (after a ``$`` or a backslash, or a doubled backslash right
     after a ``}``).
     """
-    segments = ((arg, False),) if isinstance(arg, str) else arg.segments
+    if isinstance(arg, str):  # the common case: all data
+        if arg[:1] == "%" and _scoped_prefix(arg):
+            raise UnsafeCommandError(f"an argument cannot start with {arg[:3]!r}: FreeSWITCH reads %[...] as variables")
+        return escape(arg, passes)
+    segments = arg.segments
     out: list[str] = []
     previous_raw = ""
     for position, (text, raw) in enumerate(segments):

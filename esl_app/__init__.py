@@ -13,7 +13,7 @@ from .errors import (
     RouteError,
     UnsafeArgumentError,
 )
-from .protocol import UnsafeCommandError
+from .protocol import Expand, UnsafeCommandError
 from .routing import exact, prefix, regex
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "CommandTimeout",
     "ConnectionClosed",
     "EslAppError",
+    "Expand",
     "RecordResult",
     "Reject",
     "RouteError",

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .call import HANDOFF_CONTEXT, HANDOFF_DESTINATION, Call
-from .errors import CallEnded, EslAppError, RouteError
+from .errors import CallEnded, CommandError, EslAppError, RouteError
 from .routing import Matcher, Route, RouteMatch, RouteTable, SocketMode, build_route
 from .session import Session, SessionObserver, SessionSettings
 
@@ -287,6 +287,7 @@ class App:
         call.session.finish()
 
     def _run(self, call: Call, table: RouteTable) -> None:
+        self._consume_handoff(call)
         for check in self._guards:
             verdict = check(call)
             if verdict is not None:
@@ -313,11 +314,31 @@ class App:
         to the hand-off extension (dialplan/esl_app.xml), which runs ``socket ... async full``. The
         async connection routes it again with the saved destination and context."""
         log.info("%s: route needs an async socket: handing off via %s", call.uuid, self.handoff_extension)
-        call.session.execute("set", f"{HANDOFF_DESTINATION}={call.destination}", wait="none")
-        call.session.execute("set", f"{HANDOFF_CONTEXT}={call.context}", wait="none")
+        # the destination is caller text: stored as data (uuid_setvar, or set escaped), never expanded
+        call.set_variables({HANDOFF_DESTINATION: call.destination, HANDOFF_CONTEXT: call.context})
         extension, _, rest = self.handoff_extension.partition(" ")
         dialplan, _, context = rest.partition(" ")
         call.transfer(extension, dialplan or "XML", context or None)
+
+    @staticmethod
+    def _consume_handoff(call: Call) -> None:
+        """The hand-off variables are used once: this connection keeps them (``call.destination`` reads
+        its connect data), the channel drops them, so a later transfer that comes back to esl-app is
+        routed by its own destination instead of handed off to the old one again (a loop)."""
+        names = [n for n in (HANDOFF_DESTINATION, HANDOFF_CONTEXT) if call.header("variable_" + n) is not None]
+        if not names:
+            return
+        try:
+            if call.session.full:
+                # names without '=' unset (mod_commands uuid_setvar_multi); nothing here is expanded
+                output = call.session.api("uuid_setvar_multi", call.uuid, ";".join(names))
+                if not output.startswith("+OK"):
+                    raise CommandError("api uuid_setvar_multi", output)
+            else:
+                for name in names:
+                    call.session.execute("unset", name, wait="none")
+        except CommandError as exc:
+            log.warning("%s: could not clear the hand-off variables: %s", call.uuid, exc)
 
     @staticmethod
     def reject(call: Call, verdict: Reject) -> None:

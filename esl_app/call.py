@@ -2,7 +2,10 @@
 
 Each verb runs one FreeSWITCH application through ``Session.execute`` (own ``Event-UUID``, waits for
 the matching CHANNEL_EXECUTE_COMPLETE). Caller-controlled text is only ever passed as data: the codec
-moves arguments with newlines into a ``text/plain`` body and refuses CR/LF anywhere else.
+moves arguments with newlines into a ``text/plain`` body and refuses CR/LF anywhere else, and escapes
+every argument against FreeSWITCH's variable expansion (``${system(...)}`` would run a command). Values
+of variables go through ``api uuid_setvar``, which does not expand at all. The one way to let
+FreeSWITCH expand is an explicit ``Expand("...${var}...")`` (``esl_app.protocol.expansion``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pydantic import BaseModel
 
 from .errors import CallTransferred, CommandError, UnsafeArgumentError
 from .protocol import Event, Headers
+from .protocol.expansion import Expand, quote_token, setvar_value
 from .session import BackgroundJob, Session
 
 BridgeOutcome = Literal["answered", "busy", "no_answer", "failed"]
@@ -54,10 +58,29 @@ class RecordResult(BaseModel):
 
 
 def _quote(value: str, what: str) -> str:
-    """Quote one argument for applications that split on spaces with single-quote grouping."""
-    if "'" in value:
-        raise UnsafeArgumentError(f"{what} cannot contain a single quote: {value!r}")
-    return f"'{value}'" if (" " in value or not value) else value
+    """One argument of an application that splits on spaces (``switch_separate_string``): quoted and
+    escaped so it arrives whole and unchanged (the codec then escapes the expansion layer)."""
+    if not isinstance(value, str):
+        raise UnsafeArgumentError(f"{what} must be text, not {type(value).__name__}")
+    return quote_token(value)
+
+
+def _not_expandable_later(value: str, what: str) -> str:
+    """Refuse ``$`` and backslashes where FreeSWITCH expands the text again after the application got
+    it (a transfer destination is matched and substituted into the next dialplan's actions, a
+    ``phrase:`` macro expands its data): no escaping can know how many passes follow."""
+    if "$" in value or "\\" in value:
+        raise UnsafeArgumentError(f"{what} cannot contain '$' or a backslash (FreeSWITCH would expand it): {value!r}")
+    return value
+
+
+_WORD = re.compile(r"^[A-Za-z0-9_.:/@+\-]+$")
+
+
+def _word(value: str, what: str) -> str:
+    if not _WORD.match(value):
+        raise UnsafeArgumentError(f"invalid {what} {value!r}")
+    return value
 
 
 def _check_variable_name(name: str) -> str:
@@ -156,14 +179,16 @@ class Call:
 
     # -- generic ---------------------------------------------------------------------------------
     def execute(
-        self, app: str, arg: str | None = None, *, timeout: float | None = None, event_lock: bool = True
+        self, app: str, arg: str | Expand | None = None, *, timeout: float | None = None, event_lock: bool = True
     ) -> Event:
-        """Run any FreeSWITCH application and wait for its completion (the escape hatch)."""
+        """Run any FreeSWITCH application and wait for its completion (the escape hatch).
+
+        ``arg`` arrives as written (escaped against expansion); ``Expand(...)`` to have FreeSWITCH expand it."""
         event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock)
         assert event is not None
         return event
 
-    def start(self, app: str, arg: str | None = None, *, timeout: float | None = None) -> Event:
+    def start(self, app: str, arg: str | Expand | None = None, *, timeout: float | None = None) -> Event:
         """Start an application that runs until hangup (``park``, ``conference``...) and return once
         it started; it runs without event-lock so later verbs still execute (nested inside it)."""
         event = self.session.execute(app, arg, timeout=timeout, wait="start", event_lock=False)
@@ -203,24 +228,29 @@ class Call:
         self, destination: str, dialplan: str = "XML", context: str | None = None, *, timeout: float | None = None
     ) -> None:
         """Send the call to another extension; the call then leaves this application."""
-        parts = [_quote(destination, "transfer destination"), dialplan]
+        parts = [
+            _quote(_not_expandable_later(destination, "transfer destination"), "transfer destination"),
+            _quote(_not_expandable_later(dialplan, "transfer dialplan"), "transfer dialplan"),
+        ]
         if context:
-            parts.append(_quote(context, "transfer context"))
+            parts.append(_quote(_not_expandable_later(context, "transfer context"), "transfer context"))
         self.execute("transfer", " ".join(parts), timeout=timeout)
         self.session.transferred = True
 
     def park(self) -> None:
         self.start("park")
 
-    def conference(self, name: str, *, timeout: float | None = None) -> None:
+    def conference(self, name: str | Expand, *, timeout: float | None = None) -> None:
         self.start("conference", name, timeout=timeout)
 
     def wait_for_hangup(self, timeout: float | None = None) -> bool:
         return self.session.wait_for_hangup(timeout)
 
     # -- media -----------------------------------------------------------------------------------
-    def playback(self, path: str, *, timeout: float | None = None) -> str:
+    def playback(self, path: str | Expand, *, timeout: float | None = None) -> str:
         """Play a file or ``tone_stream://``; returns FreeSWITCH's ``Application-Response``."""
+        if isinstance(path, str) and path.startswith("phrase:"):
+            _not_expandable_later(path, "phrase")  # the macro expands its data again
         event = self.execute("playback", path, timeout=timeout)
         return event.get("Application-Response") or ""
 
@@ -314,10 +344,17 @@ class Call:
         gender: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        words = [language, kind, method] + ([gender] if gender else []) + [text]
+        words = [_word(language, "say language"), _word(kind, "say type"), _word(method, "say method")]
+        if gender:
+            words.append(_word(gender, "say gender"))
+        # the text is one quoted argument: with spaces it would otherwise shift into the gender slot
+        words.append(_quote(text, "say text"))
         self.execute("say", " ".join(words), timeout=timeout)
 
     def speak(self, text: str, *, engine: str = "flite", voice: str = "kal", timeout: float | None = None) -> None:
+        # speak splits engine|voice at '|' and takes the rest as the text, unparsed
+        _word(engine, "speak engine")
+        _word(voice, "speak voice")
         self.execute("speak", f"{engine}|{voice}|{text}", timeout=timeout)
 
     def record(
@@ -329,7 +366,7 @@ class Call:
         silence_hits: int | None = None,
         timeout: float | None = None,
     ) -> RecordResult:
-        args = [path, str(int(time_limit))]
+        args = [_quote(path, "record path"), str(int(time_limit))]
         if silence_threshold is not None:
             args.append(str(int(silence_threshold)))
             if silence_hits is not None:
@@ -348,14 +385,18 @@ class Call:
     # -- bridging --------------------------------------------------------------------------------
     def bridge(
         self,
-        dialstring: str,
+        dialstring: str | Expand,
         *,
         timeout: int | None = None,
         variables: Mapping[str, str] | None = None,
         call_timeout: float | None = None,
     ) -> BridgeResult:
         """Bridge to ``dialstring`` and report how it went. The A-leg stays ours whatever happens:
-        ``continue_on_fail`` and ``hangup_after_bridge=false`` are set first (pipelined, no extra wait)."""
+        ``continue_on_fail`` and ``hangup_after_bridge=false`` are set first (pipelined, no extra wait).
+
+        ``dialstring`` arrives as written; a flow's own ``${...}`` needs ``Expand("user/${ext}")``
+        (``Expand("sofia/gateway/${gw}/") + number`` keeps ``number`` data). ``variables`` go in
+        ``{name=value}``, as data."""
         setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
         if timeout is not None:
             setup["call_timeout"] = str(int(timeout))
@@ -368,13 +409,43 @@ class Call:
         return bridge_result(event)
 
     # -- variables -------------------------------------------------------------------------------
-    def set(self, name: str, value: str, *, timeout: float | None = None) -> None:
-        self.execute("set", f"{_check_variable_name(name)}={value}", timeout=timeout)
-        self._variables[name] = value
+    def set(self, name: str, value: str | Expand, *, timeout: float | None = None) -> None:
+        """Set a channel variable to exactly ``value``.
 
-    def export(self, name: str, value: str, *, timeout: float | None = None) -> None:
-        self.execute("export", f"{_check_variable_name(name)}={value}", timeout=timeout)
-        self._variables[name] = value
+        On a ``full`` socket through ``api uuid_setvar``, which never expands; else with the ``set``
+        application, its value escaped for both of set's expansion passes. ``Expand(...)`` values
+        always take the ``set`` application (FreeSWITCH expands them, twice)."""
+        self.set_variables({name: value}, timeout=timeout)
+
+    def set_variables(self, values: Mapping[str, str | Expand], *, timeout: float | None = None) -> None:
+        """Set several channel variables at once (one round trip on a ``full`` socket)."""
+        for name in values:
+            _check_variable_name(name)
+        self.session.raise_if_gone()
+        literal = {n: v for n, v in values.items() if isinstance(v, str)}
+        if literal and self.session.full:
+            calls = [
+                ("uuid_setvar", self.uuid, n, setvar_value(v)) if v else ("uuid_setvar", self.uuid, n)
+                for n, v in literal.items()
+            ]
+            for (_, _, n, *_), output in zip(calls, self.session.api_many(calls, timeout=timeout), strict=True):
+                if not output.startswith("+OK"):
+                    self.session.raise_if_gone()
+                    raise CommandError(f"api uuid_setvar {n}", output)
+        else:
+            literal = {}
+        for n, v in values.items():
+            if n not in literal:
+                self.execute("set", f"{n}={v}" if isinstance(v, str) else f"{n}=" + v, timeout=timeout)
+        for n, v in values.items():
+            self._variables[n] = str(v) or None
+
+    def export(self, name: str, value: str | Expand, *, timeout: float | None = None) -> None:
+        """Set a variable here and on every leg bridged later (the ``export`` application, which
+        expands its argument once: the value is escaped for that pass)."""
+        arg = f"{_check_variable_name(name)}={value}" if isinstance(value, str) else f"{name}=" + value
+        self.execute("export", arg, timeout=timeout)
+        self._variables[name] = str(value)
 
     def unset(self, name: str, *, timeout: float | None = None) -> None:
         self.execute("unset", _check_variable_name(name), timeout=timeout)
@@ -398,8 +469,10 @@ class Call:
 
 
 def _leg_value(value: str) -> str:
-    if any(c in value for c in ",}'"):
-        raise UnsafeArgumentError(f"dial-string variable value cannot contain , }} or ': {value!r}")
+    """A ``{name=value}`` value: originate splits at ``,`` and ``=`` and unescapes twice, so the
+    characters that steer that parsing are refused; ``$`` is escaped by the codec like all data."""
+    if not isinstance(value, str) or any(c in value for c in ",{}'\\"):
+        raise UnsafeArgumentError(f"dial-string variable value cannot contain , {{ }} ' or a backslash: {value!r}")
     return f"'{value}'" if " " in value else value
 
 

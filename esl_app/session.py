@@ -21,7 +21,7 @@ from gevent.event import Event as Flag
 from gevent.queue import Empty, Queue
 
 from .errors import CallHangup, CallTransferred, CommandError, CommandTimeout, ConnectionClosed
-from .protocol import Event, Frame, FrameKind, Headers, ProtocolError, commands
+from .protocol import Event, Expand, Frame, FrameKind, Headers, ProtocolError, commands
 from .transport import Connection
 from .transport.waker import Waker, WakerSettings
 
@@ -157,7 +157,7 @@ class Session:
     def execute(
         self,
         app: str,
-        arg: str | None = None,
+        arg: str | Expand | None = None,
         *,
         timeout: float | None = None,
         wait: WaitFor = "complete",
@@ -230,6 +230,18 @@ class Session:
         if frame.kind is FrameKind.REPLY:  # a gated socket answers api with a command/reply (spec 4.1)
             raise CommandError(f"api {command}", frame.reply_text)
         return frame.reply_text
+
+    def api_many(self, calls: list[tuple[str, ...]], timeout: float | None = None) -> list[str]:
+        """Several ``api`` commands written back to back (one round trip); their outputs, in order."""
+        self._check_open()
+        sent = [(call[0], self._send(commands.api(*call))) for call in calls]
+        outputs = []
+        for command, reply in sent:
+            frame = self._get(reply, timeout or self.settings.command_timeout, command)
+            if frame.kind is FrameKind.REPLY:  # a gated socket answers api with a command/reply (spec 4.1)
+                raise CommandError(f"api {command}", frame.reply_text)
+            outputs.append(frame.reply_text)
+        return outputs
 
     def bgapi(self, command: str, *args: str) -> BackgroundJob:
         self._check_open()

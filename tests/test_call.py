@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from esl_app import App, Call, CallHangup, CommandTimeout, Reject
+from esl_app import App, Call, CallHangup, CommandTimeout, Expand, Reject
 from esl_app.testing.simulate import simulate_call
 
 
@@ -199,7 +199,8 @@ def test_set_export_unset_and_get():
         return call.get("account"), call.get("team"), call.variable("account"), call.variable("team")
 
     result = simulate_call(single_flow_app(flow, outcome), destination="1000")
-    assert result.verbs == ["set", "export", "unset"]
+    assert result.verbs == ["export", "unset"]  # set: api uuid_setvar, which does not expand
+    assert f"uuid_setvar {result.record.uuid} team sales" in result.record.api_commands
     assert result.args("export") == ["account=42 a/b"]
     assert outcome["result"] == ("42 a/b", None, "42 a/b", None)
     assert "team" not in result.variables
@@ -220,10 +221,14 @@ def test_set_value_with_newline_goes_in_a_body_not_a_second_command():
 
     def flow(call: Call):
         call.set("note", "a\nb\r\nsendmsg\ncall-command: hangup")
+        call.set("memo", Expand("a\nb\r\nsendmsg\ncall-command: hangup"))  # the set application: a body
         return call.get("note")
 
     result = simulate_call(single_flow_app(flow, outcome), destination="1000")
+    # uuid_setvar carries newlines as \n escapes on one line, which switch_separate_string resolves
+    assert result.record.api_commands[0].startswith(f"uuid_setvar {result.record.uuid} note a\\nb\\r\\nsendmsg")
     assert result.verbs == ["set"]
+    assert result.variables["memo"] == "a\nb\r\nsendmsg\ncall-command: hangup"
     assert result.variables["note"] == "a\nb\r\nsendmsg\ncall-command: hangup"
     assert result.record.hung_up_by == "app"  # the injected hangup did not run; the framework hung up
 
@@ -326,7 +331,7 @@ BLOCKING_VERBS: dict[str, Callable[[Call], object]] = {
     "bridge": lambda call: call.bridge("user/2000"),
     "transfer": lambda call: call.transfer("2000"),
     "respond": lambda call: call.respond(180),
-    "set": lambda call: call.set("a", "b"),
+    "set": lambda call: call.set("a", Expand("b")),  # a plain value goes by api uuid_setvar
     "export": lambda call: call.export("a", "b"),
     "unset": lambda call: call.unset("a"),
     "sleep": lambda call: call.sleep(1000),
@@ -497,7 +502,7 @@ def test_hostile_caller_id_and_sip_header_are_data_never_commands():
     assert result.variables["seen_caller"] == evil
     assert "tenant" not in result.variables
     # the api line was refused before anything was written, and the flow's error ended the call cleanly
-    assert not any(line.startswith("api uuid_setvar") for line in result.record.commands)
+    assert not any("tenant" in line for line in result.record.commands)
     assert "exit" not in result.record.commands[:-1]
     assert result.responded == "503 Service Unavailable"
     assert result.hangup_cause == "NORMAL_TEMPORARY_FAILURE"

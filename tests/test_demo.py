@@ -30,7 +30,7 @@ BRIDGE_SETUP = [("set", "continue_on_fail=true"), ("set", "hangup_after_bridge=f
 def menu_bridge(team: str, dialstring: str) -> list[tuple[str, str]]:
     """The main line up to the bridge, after the caller chose ``team``."""
     return [
-        ("answer", ""), WELCOME, MENU, ("set", f"demo_team={team}"),
+        ("answer", ""), WELCOME, MENU,  # demo_team is set with api uuid_setvar, not an application
         *BRIDGE_SETUP, ("set", "call_timeout=30"), ("bridge", dialstring),
     ]  # fmt: skip
 
@@ -141,7 +141,7 @@ def test_team_not_answering_gets_its_prompt(esl_call, open_hours, digit, team, d
 def test_digit_2_support_busy(esl_call, open_hours):
     result = esl_call(demo.app, "1000", dtmf="2", bridge={"user/2002": "busy"})
     menu = ["answer", "playback", "play_and_get_digits"]
-    assert result.verbs == [*menu, "set", "set", "set", "set", "bridge", "playback"]
+    assert result.verbs == [*menu, "set", "set", "set", "bridge", "playback"]  # demo_team: api uuid_setvar
     assert result.args("bridge") == ["user/2002"]
     assert result.args("playback") == ["ivr/ivr-welcome_to_freeswitch.wav", "ivr/ivr-all_agents_busy.wav"]
     assert_clean(result)

@@ -31,11 +31,13 @@ def make_app() -> App:
 
 def test_static_call_to_an_async_route_is_handed_off_with_its_destination_saved():
     result = simulate_call(make_app(), destination="1000", context="public", mode="static")
-    assert result.executed == [
-        ("set", "esl_app_destination=1000"),
-        ("set", "esl_app_context=public"),
-        ("transfer", "esl_app_async XML esl_app"),
+    # saved with api uuid_setvar (no expansion), then the transfer
+    assert result.record.api_commands == [
+        f"uuid_setvar {result.record.uuid} esl_app_destination 1000",
+        f"uuid_setvar {result.record.uuid} esl_app_context public",
     ]
+    assert result.executed == [("transfer", "esl_app_async XML esl_app")]
+    assert result.variables["esl_app_destination"] == "1000" and result.variables["esl_app_context"] == "public"
     assert result.record.transferred_to is not None
     assert result.record.hung_up_by is None  # handed off, not hung up
     assert not result.answered
@@ -130,3 +132,57 @@ def test_a_pool_declares_its_socket_mode_and_a_mismatch_is_logged(caplog):
     assert peer.get(timeout=5).verbs[-1] == "bridge"  # it still runs: one Call API
     assert call.mode == "async"
     assert "expects static sockets" in caplog.text
+
+
+def chain_app(reached: list[str]) -> App:
+    app = App("chain")
+
+    @app.route("1000", mode="async")
+    def menu(call: Call) -> None:
+        reached.append(f"1000 as {call.destination} ({call.mode})")
+        call.transfer("2000", context="default")  # the dialplan sends 2000 back to esl-app
+
+    @app.route("2000")
+    def operator(call: Call) -> None:
+        reached.append(f"2000 as {call.destination} ({call.mode})")
+        call.hangup()
+
+    return app
+
+
+def esl_app_dialplan(destination: str, context: str) -> str | None:
+    """dialplan/esl_app.xml: esl_app_async connects async, any other number static."""
+    return "async" if destination == "esl_app_async" else "static"
+
+
+@pytest.mark.parametrize("over", ["memory", "tcp"])
+def test_a_handed_off_call_transferred_back_to_esl_app_runs_the_new_route(over, esl_call):
+    """Issue 15 part 3: the hand-off variables are cleared once used, so the number the flow transferred
+    to is routed by itself, not handed off again to the old destination (a loop)."""
+    from functools import partial
+
+    from esl_app.testing.simulate import simulate_transfers
+
+    reached: list[str] = []
+    app = chain_app(reached)
+    connect = None if over == "memory" else partial(esl_call.tcp, app)
+    legs = simulate_transfers(app, dialplan=esl_app_dialplan, destination="1000", connect=connect, max_legs=6)
+    assert reached == ["1000 as 1000 (async)", "2000 as 2000 (static)"]
+    assert [leg.record.transferred_to for leg in legs] == ["esl_app_async XML esl_app", "2000 XML default", None]
+    assert legs[-1].record.hung_up_by == "app"
+    # the async leg dropped them (api uuid_setvar_multi, names only: unset, nothing expanded)
+    uuid = legs[1].record.uuid
+    assert f"uuid_setvar_multi {uuid} esl_app_destination;esl_app_context" in legs[1].record.api_commands
+    assert "esl_app_destination" not in legs[-1].variables and "esl_app_context" not in legs[-1].variables
+    assert legs[0].record.uuid == legs[1].record.uuid == legs[2].record.uuid  # one channel throughout
+
+
+def test_hand_off_variables_are_cleared_without_full_too():
+    from esl_app.testing.simulate import simulate_transfers
+
+    reached: list[str] = []
+    legs = simulate_transfers(
+        chain_app(reached), dialplan=esl_app_dialplan, destination="1000", full=False, max_legs=6
+    )
+    assert reached == ["1000 as 1000 (async)", "2000 as 2000 (static)"]
+    assert ("unset", "esl_app_destination") in legs[1].executed

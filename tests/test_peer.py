@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from esl_app.protocol import Frame, FrameKind, Parser, commands
+from esl_app.protocol import Expand, Frame, FrameKind, Parser, commands
 from esl_app.testing.peer import CallRecord, CallScript, FakeFreeSWITCH, connect_tcp
 from esl_app.testing.pipe import memory_socket_pair, random_chunker
 
@@ -347,7 +347,7 @@ def test_api_uuid_getvar_raw_values() -> None:
     # getvar writes the value raw: the second line is a header line without a colon (spec 1.2)
     assert client.command(b"getvar multi\n\n").reply_text == "line one"
     assert client.command(b"getvar pct\n\n").reply_text == "a%20b 100%25"
-    assert client.command(commands.api("uuid_setvar", peer.uuid, "color", "blue")).body == b"+OK"
+    assert client.command(commands.api("uuid_setvar", peer.uuid, "color", "blue")).body == b"+OK\n"
     assert client.command(b"getvar color\n\n").reply_text == "blue"
     client.sock.close()
     record = finish(greenlet)
@@ -550,7 +550,7 @@ def test_set_export_unset_and_variable_expansion() -> None:
         ("export", "bar=baz"),
         ("set", "gone=x"),
         ("unset", "gone"),
-        ("set", "who=${caller_id_number}-${foo}"),
+        ("set", Expand("who=${caller_id_number}-${foo}")),  # the explicit opt-in to expansion
     ]:
         client.send(commands.execute(app, arg))
     labels = []

@@ -4,8 +4,9 @@
 FreeSWITCH's own side (used by the fake peer in ``esl_app.testing``).
 """
 
-from . import commands, switch
+from . import commands, expansion, switch
 from .errors import ProtocolError, UnsafeCommandError
+from .expansion import Expand
 from .frames import Event, Frame, FrameKind, parse_json_event, parse_plain_event, parse_xml_event
 from .headers import Headers
 from .parser import Parser
@@ -13,6 +14,7 @@ from .urlcode import decode_value, encode_value
 
 __all__ = [
     "Event",
+    "Expand",
     "Frame",
     "FrameKind",
     "Headers",
@@ -22,6 +24,7 @@ __all__ = [
     "commands",
     "decode_value",
     "encode_value",
+    "expansion",
     "parse_json_event",
     "parse_plain_event",
     "parse_xml_event",

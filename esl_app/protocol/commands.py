@@ -5,13 +5,18 @@ lines at LF, and never decodes what it reads (spec 1.3), so a CR or LF inside a 
 new header or a new command. Nothing here lets that happen: values are checked, and an application
 argument that needs a newline (or leading spaces, or is very long) travels as a
 ``content-type: text/plain`` body, which FreeSWITCH stores byte for byte (spec 3.2).
+
+``execute`` arguments are also escaped against FreeSWITCH's variable expansion (``expansion``); the
+``sendmsg`` underneath it writes what it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from . import expansion
 from .errors import UnsafeCommandError
+from .expansion import Expand
 
 _FORBIDDEN = ("\n", "\r", "\0")
 # above this an argument goes in the body: FreeSWITCH's header parsing has no limit, but bodies are
@@ -112,15 +117,20 @@ def sendmsg(
 
 def execute(
     app: str,
-    arg: str | None = None,
+    arg: str | Expand | None = None,
     *,
     uuid: str | None = None,
     event_uuid: str | None = None,
     event_lock: bool = True,
     loops: int | None = None,
 ) -> bytes:
+    """``sendmsg`` / ``call-command: execute``. ``arg`` is data: FreeSWITCH expands ``${...}`` in every
+    application argument (``${system(...)}`` runs a command), so a ``str`` is escaped for exactly the
+    expansion passes ``app`` makes (``expansion.passes_for``: 2 for ``set``) and arrives as written.
+    Only an ``Expand`` lets its own ``${...}`` expand (see ``esl_app.protocol.expansion``)."""
+    text = None if arg is None else expansion.render(arg, expansion.passes_for(app))
     return sendmsg(
-        "execute", uuid=uuid, app=app, arg=arg, event_uuid=event_uuid, event_lock=event_lock, loops=loops
+        "execute", uuid=uuid, app=app, arg=text, event_uuid=event_uuid, event_lock=event_lock, loops=loops
     )
 
 

@@ -17,11 +17,12 @@ carry fewer variables), with PCMU at 8 kHz.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from ..protocol import expansion
 
 Pairs = list[tuple[str, str]]
 
@@ -244,6 +245,8 @@ class Channel:
         self.write_codec = ("PCMU", "8000", "64000")
         self.socket_data = socket_data
         self._sequence = first_sequence
+        # what ${func(args)} runs; None: api-expansion off (FreeSWITCH inserts a refusal text)
+        self.api_runner: Callable[[str, str], str | None] | None = None
         self.variables: dict[str, str] = {
             "direction": "inbound",
             "uuid": unique_id,
@@ -284,10 +287,10 @@ class Channel:
         return self.profile.field(name)
 
     def expand(self, text: str) -> str:
-        """Expand ``${name}`` as FreeSWITCH does with an execute argument (unset: empty string)."""
-        if "${" not in text:
-            return text
-        return re.sub(r"\$\{([^}]*)\}", lambda m: self.get_var(m.group(1)) or "", text)
+        """``switch_channel_expand_variables``: ``${var}`` (unset: empty), ``\\$``/``\\\\`` escapes,
+        values expanded in turn, and ``${api(args)}`` handed to ``api_runner`` (the fake's API, which
+        records it: a real switch would have run it)."""
+        return expansion.expand(text, self.get_var, self.api_runner)
 
     # -- sequence --------------------------------------------------------------------------
 
@@ -459,23 +462,6 @@ class Channel:
             self.set_var(name, value)
 
 
-def split_arguments(text: str) -> list[str]:
-    """``switch_separate_string`` on spaces with single-quote grouping (quotes removed)."""
-    args: list[str] = []
-    current: list[str] = []
-    quoted = False
-    started = False
-    for char in text:
-        if char == "'":
-            quoted = not quoted
-            started = True
-        elif char == " " and not quoted:
-            if started:
-                args.append("".join(current))
-                current, started = [], False
-        else:
-            current.append(char)
-            started = True
-    if started:
-        args.append("".join(current))
-    return args
+def split_arguments(text: str, limit: int = 1024) -> list[str]:
+    """``switch_separate_string`` on spaces: single-quote grouping, escapes resolved, quotes removed."""
+    return expansion.separate_string(text, " ", limit)

@@ -47,7 +47,7 @@ from gevent.event import Event as Signal
 from gevent.greenlet import Greenlet
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..protocol import switch
+from ..protocol import expansion, switch
 from ..protocol.switch import Command, CommandReader
 from .channel import (
     HOSTNAME,
@@ -127,6 +127,9 @@ class CallRecord(BaseModel):
     executed: list[tuple[str, str]] = Field(default_factory=list)  # (application, argument) that ran
     verbs: list[str] = Field(default_factory=list)  # application names of ``executed``
     api_commands: list[str] = Field(default_factory=list)  # "uuid_getvar <uuid> foo" (api and bgapi)
+    # API commands that variable expansion ran (``${system(id)}`` in an argument, or in a variable's value
+    # when substituted): "system id". A real switch would have run them. Any entry is a test failure.
+    api_expansions: list[str] = Field(default_factory=list)
     answered: bool = False
     hangup_cause: str | None = None
     hung_up_by: Literal["caller", "app", "switch"] | None = None
@@ -398,6 +401,9 @@ APPLICATIONS: dict[str, _AppSpec] = {
 }
 
 
+C_WHITESPACE = " \t\r\n\x0b"  # what switch_strip_whitespace removes around an api argument
+
+
 def _command_word(line: str) -> str:
     """The command FreeSWITCH sees: exact known words first, then a case-insensitive prefix match."""
     first = line.split(" ", 1)[0].lower()
@@ -465,6 +471,7 @@ class FakeFreeSWITCH:
         )
         self.record = CallRecord(uuid=self.uuid)
         self.record.variables = self.channel.variables  # live view
+        self.channel.api_runner = self._expansion_api
 
         # connection
         self._reader = CommandReader()
@@ -1064,12 +1071,12 @@ class FakeFreeSWITCH:
         return switch.reply(f"+OK {event_uuid}")
 
     def _cmd_api(self, command: Command) -> bytes:
-        text = command.arg.strip()
+        text = command.arg.strip(C_WHITESPACE)  # switch_strip_whitespace: ASCII blanks only
         self.record.api_commands.append(text)
         return switch.api_response(self._api(text))
 
     def _cmd_bgapi(self, command: Command) -> bytes:
-        text = command.arg.strip()
+        text = command.arg.strip(C_WHITESPACE)
         self.record.api_commands.append(text)
         job = (command.headers.get("Job-UUID") or "").strip()[:36] or str(uuidlib.uuid4())
         output = self._api(text)
@@ -1126,7 +1133,18 @@ class FakeFreeSWITCH:
             self._run_message(message)  # static: inline, the reply comes when it has finished
         return switch.reply("+OK")
 
+    @property
+    def api_expansions(self) -> list[str]:
+        """What ``${api(args)}`` expansions ran (see ``CallRecord.api_expansions``)."""
+        return self.record.api_expansions
+
     # -- api --------------------------------------------------------------------------------
+
+    def _expansion_api(self, name: str, args: str) -> str | None:
+        """``${name(args)}`` met during expansion: recorded, then answered like ``api name args``
+        (SCF_API_EXPANSION is on by default, as in a stock switch.conf)."""
+        self.record.api_expansions.append(f"{name} {args}".strip())
+        return self._api(f"{name} {args}".strip())
 
     def _api(self, text: str) -> str:
         name, _, rest = text.partition(" ")
@@ -1148,9 +1166,32 @@ class FakeFreeSWITCH:
                 return "-USAGE: <uuid> <var> [value]\n"
             if not own(args[0]):
                 return "-ERR No such channel!\n"
-            value = rest.split(None, 2)[2] if len(args) > 2 else None
-            self.channel.set_var(args[1], value)
-            return "+OK"
+            # mod_commands: switch_separate_string(cmd, ' ', argv, 3), the value stored with no expansion
+            pieces = split_arguments(rest, 3)
+            if len(pieces) not in (2, 3) or not pieces[0]:
+                return "-USAGE: <uuid> <var> [value]\n"
+            if not pieces[1]:
+                return "-ERR No variable specified\n"
+            self.channel.set_var(pieces[1], pieces[2] if len(pieces) == 3 else None)
+            return "+OK\n"
+        if command == "uuid_setvar_multi":
+            uuid, _, assignments = rest.partition(" ")
+            if not assignments or not own(uuid):
+                return "-ERR No such channel!\n" if assignments else "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
+            count = 0
+            for item in expansion.separate_string(assignments, ";", 64):
+                name, sep, value = item.partition("=")
+                if not name:
+                    continue
+                count += 1
+                if sep and value and expansion.var_check(value):
+                    # switch_channel_set_variable checks: "Invalid data (${name} contains a variable)"
+                    self.record.protocol_errors.append(
+                        f"uuid_setvar_multi refused {name}={value!r}: contains a variable"
+                    )
+                    continue
+                self.channel.set_var(name, value if sep else None)
+            return "+OK\n" if count else "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
         if command == "uuid_exists":
             return "true" if args and own(args[0]) else "false"
         if command == "uuid_break":
@@ -1302,7 +1343,8 @@ class FakeFreeSWITCH:
             self._hangup("DESTINATION_OUT_OF_ORDER", "switch")
             return
         ch = self.channel
-        arg = ch.expand(message.arg)
+        # switch_core_session_exec expands every argument unless app_disable_expand_variables is true
+        arg = message.arg if switch.is_true(ch.get_var("app_disable_expand_variables")) else ch.expand(message.arg)
         frame = _Frame(message, app, arg, spec.breakable)
         handler = getattr(self, spec.handler)
         total = str(message.loops) if message.loops > 0 else ("-1" if message.loops < 0 else "1")
@@ -1460,7 +1502,7 @@ class FakeFreeSWITCH:
         """The call leaves the socket for another extension (it stays up there)."""
         if self._down:
             return
-        words = target.split()
+        words = split_arguments(target, 4)
         self.record.transferred_to = target
         self._transferred = True
         p = self.channel.profile
@@ -1670,7 +1712,7 @@ class FakeFreeSWITCH:
             ch.set_var("read_result", "failure")
 
     def _app_record(self, frame: _Frame) -> None:
-        args = frame.arg.split()
+        args = split_arguments(frame.arg, 4)
         ch = self.channel
         self._pre_answer()
         self._wait_app(frame, self._runtime("record"))
@@ -1770,8 +1812,10 @@ class FakeFreeSWITCH:
             self._pre_answer()
 
     def _app_set(self, frame: _Frame) -> None:
-        name, sep, value = frame.arg.partition("=")
-        self.channel.set_var(name.strip(), value if sep else None)
+        # base_set: name up to '=' (else ','), and the value is expanded a second time
+        separator = "=" if "=" in frame.arg else ","
+        name, sep, value = frame.arg.partition(separator)
+        self.channel.set_var(name, self.channel.expand(value) if sep and value else None)
 
     def _app_export(self, frame: _Frame) -> None:
         name, sep, value = frame.arg.partition("=")
@@ -1793,7 +1837,7 @@ class FakeFreeSWITCH:
         for item in text.split(separator):
             if item:
                 name, sep, value = item.partition("=")
-                self.channel.set_var(name.strip(), value if sep else None)
+                self.channel.set_var(name, self.channel.expand(value) if sep and value else None)
 
     def _app_unset(self, frame: _Frame) -> None:
         self.channel.set_var(frame.arg.strip(), None)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import gevent
 import gevent.socket
@@ -14,6 +15,7 @@ from gevent.pool import Pool
 
 from ..app import App
 from ..call import Call
+from .channel import split_arguments
 from .peer import CallRecord, CallScript, FakeFreeSWITCH, TimingModel
 from .pipe import memory_socket_pair
 from .trace import TracingSocket
@@ -118,6 +120,52 @@ def simulate_tcp_call(
     with gevent.Timeout(timeout, TimeoutError(f"simulated call to {address} did not finish within {timeout} s")):
         record = peer.run()
     return SimulatedCall(record, None, lines)
+
+
+Leg = Literal["static", "async"]
+
+
+def simulate_transfers(
+    app: App,
+    *,
+    dialplan: Callable[[str, str], Leg | None],
+    max_legs: int = 6,
+    connect: Callable[..., SimulatedCall] | None = None,
+    **fields: Any,
+) -> list[SimulatedCall]:
+    """Follow one call through its transfers, as FreeSWITCH would with a dialplan that sends some
+    extensions to esl-app: after each leg that ends transferred, ``dialplan(destination, context)``
+    says whether the new extension runs ``socket`` again (``"static"``/``"async"``) or not (None:
+    the chain ends there). Every leg is the same channel: its uuid and channel variables carry over.
+
+    ``connect`` places one leg (default ``simulate_call`` with ``app``; e.g. ``partial(esl_call.tcp,
+    app)`` for TCP). Returns the legs in order; stops after ``max_legs`` (a loop)."""
+    place = connect or (lambda **leg: simulate_call(app, **leg))
+    legs: list[SimulatedCall] = []
+    script = _script(None, fields)
+    leg_fields: dict[str, Any] = {**fields, "uuid": script.uuid or str(uuidlib.uuid4())}
+    leg_fields.setdefault("mode", dialplan(script.destination, script.context) or "static")
+    while len(legs) < max_legs:
+        result = place(**leg_fields)
+        legs.append(result)
+        target = result.record.transferred_to
+        if target is None or result.record.hangup_cause is not None:
+            break
+        words = split_arguments(target, 4)
+        destination = words[0] if words else ""
+        context = words[2] if len(words) > 2 else leg_fields.get("context", script.context)
+        mode = dialplan(destination, context)
+        if mode is None:
+            break
+        leg_fields = {
+            **leg_fields,
+            "destination": destination,
+            "context": context,
+            "mode": mode,
+            "variables": dict(result.record.variables),  # the same channel, with what the legs set
+            "hangup_at": None,
+        }
+    return legs
 
 
 class _SetupTimer:

@@ -1,7 +1,9 @@
 """Admission at the door: capacity and calls-per-second, decided when the connection is accepted.
 
-``Admission.admit()`` is O(workers) integer arithmetic over the pool's scoreboard (``slots``) and
-never waits; it runs inside gevent's accept callback, before any greenlet exists for the call.
+``Admission.admit()`` is O(workers) integer arithmetic over the pool's scoreboard (``slots``), under
+the scoreboard's lock so that the limits are exact across the pool's processes (the lock is held for
+a few microseconds and never across I/O); it runs inside gevent's accept callback, before any
+greenlet exists for the call.
 
 A refused call still gets an explicit answer, because a connection that is simply closed lets the
 dialplan carry on (spec 2.7) and one left in the accept queue is a silent caller (FreeSWITCH speaks
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from fcntl import LOCK_EX, LOCK_UN, flock
 from typing import Any, Literal
 
 import gevent
@@ -73,6 +76,7 @@ class Admission:
         self.draining = False
         self._base = slot * FIELDS
         self._n = self.slots.slots
+        self._lock_fd = self.slots.lock_fd
         self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.admitted = 0
         if self.slots.get(slot, 1) == SlotState.FREE:  # a local table: this process is its only worker
@@ -85,43 +89,57 @@ class Admission:
         return self.slots.view[self._base + ACTIVE]
 
     def admit(self) -> Reason | None:
-        """Admit one call (counted until ``release()``), or return why not."""
-        view = self.slots.view
-        reason: Reason | None = None
+        """Admit one call (counted until ``release()``), or return why not.
+
+        Exact across the pool's processes: the totals are read and this worker's counts raised while
+        holding the scoreboard's lock (``SlotTable.locked``; inlined here, it is the hot path)."""
         if self.draining:
-            reason = "draining"
+            reason: Reason | None = "draining"
         else:
-            total = 0
-            for i in range(ACTIVE, self._n * FIELDS, FIELDS):
-                total += view[i]
-            if total >= self.capacity:
-                reason = "capacity"
-            elif self.cps:
-                now = self.clock()
-                window = int(now)
-                current = previous = 0
-                for base in range(0, self._n * FIELDS, FIELDS):
-                    seen = view[base + WINDOW]
-                    if seen == window:
-                        current += view[base + WINDOW_COUNT]
-                        previous += view[base + PREV_COUNT]
-                    elif seen == window - 1:
-                        previous += view[base + WINDOW_COUNT]
-                if previous * (1.0 - (now - window)) + current >= self.cps:
-                    reason = "rate"
-                else:
-                    me = self._base
-                    mine = view[me + WINDOW]
-                    if mine != window:
-                        view[me + PREV_COUNT] = view[me + WINDOW_COUNT] if mine == window - 1 else 0
-                        view[me + WINDOW_COUNT] = 0
-                        view[me + WINDOW] = window
-                    view[me + WINDOW_COUNT] += 1
+            fd = self._lock_fd
+            if fd is None:
+                reason = self._decide()
+            else:
+                flock(fd, LOCK_EX)
+                try:
+                    reason = self._decide()
+                finally:
+                    flock(fd, LOCK_UN)
         if reason is not None:
             self.refused[reason] += 1
             return reason
-        view[self._base + ACTIVE] += 1
         self.admitted += 1
+        return None
+
+    def _decide(self) -> Reason | None:
+        """Check capacity, then rate, over every slot; on admission count the call in this slot."""
+        view = self.slots.view
+        total = 0
+        for i in range(ACTIVE, self._n * FIELDS, FIELDS):
+            total += view[i]
+        if total >= self.capacity:
+            return "capacity"
+        me = self._base
+        if self.cps:
+            now = self.clock()
+            window = int(now)
+            current = previous = 0
+            for base in range(0, self._n * FIELDS, FIELDS):
+                seen = view[base + WINDOW]
+                if seen == window:
+                    current += view[base + WINDOW_COUNT]
+                    previous += view[base + PREV_COUNT]
+                elif seen == window - 1:
+                    previous += view[base + WINDOW_COUNT]
+            if previous * (1.0 - (now - window)) + current >= self.cps:
+                return "rate"
+            mine = view[me + WINDOW]
+            if mine != window:
+                view[me + PREV_COUNT] = view[me + WINDOW_COUNT] if mine == window - 1 else 0
+                view[me + WINDOW_COUNT] = 0
+                view[me + WINDOW] = window
+            view[me + WINDOW_COUNT] += 1
+        view[me + ACTIVE] += 1
         return None
 
     def release(self) -> None:

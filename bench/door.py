@@ -7,6 +7,8 @@ Rows:
 * ``admit+release``: ``Admission.admit()`` then ``release()`` on a pool's memory-mapped scoreboard
   (8 slots, as a 2-worker pool has), capacity and calls-per-second both checked;
 * ``door (admitted)``: ``PoolWorker._door`` for an admitted call: admission, metrics, the socket wrapper;
+* ``allow-list check``: ``PeerFilter.allows`` for a peer on a 3-entry list (as seen before, the common
+  case: a handful of switches), and for a new address each time (the worst case, a scan);
 * ``admit+release, 2 processes``: two processes hammering the same scoreboard at once (the contended
   case the exact door pays for; each process's own median).
 """
@@ -82,6 +84,16 @@ def door_admitted(path: str, batches: int) -> list[float]:
         b.close()
 
 
+def peer_check(batches: int) -> tuple[list[float], list[float]]:
+    from esl_app.transport.peers import PeerFilter
+
+    peers = PeerFilter(["10.0.0.0/24", "10.0.1.17", "fd00::/8"])
+    seen = _batches(lambda: peers.allows("10.0.1.17"), batches)
+    counter = iter(range(10**9))
+    fresh = _batches(lambda: peers.allows(f"10.{next(counter) % 250}.{next(counter) % 250}.9"), batches, 5_000)
+    return seen, fresh
+
+
 def _contender(path: str, slot: int, batches: int, start, out) -> None:
     start.wait()
     out.put(admit_release(path, slot, batches))
@@ -98,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             ("admit+release", admit_release(path, 0, args.batches)),
             ("door (admitted)", door_admitted(path, args.batches)),
         ]
+        seen, fresh = peer_check(args.batches)
+        rows += [("allow-list check, known peer", seen), ("allow-list check, new address each time", fresh)]
         ctx = multiprocessing.get_context("spawn")
         start, out = ctx.Event(), ctx.Queue()
         procs = [ctx.Process(target=_contender, args=(path, slot, args.batches, start, out)) for slot in (1, 2)]

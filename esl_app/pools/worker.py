@@ -28,6 +28,7 @@ from ..metrics import PoolMetrics
 from ..session import SessionSettings
 from ..settings import PoolSettings, Settings
 from ..transport import OutboundServer
+from ..transport.peers import PeerFilter
 from .admission import Admission, refuse
 from .slots import HEARTBEAT_MS, STATE, SlotState, SlotTable, now_ms
 
@@ -81,6 +82,7 @@ class PoolWorker:
         metrics: PoolMetrics | None = None,
         parent_pid: int | None = None,
         heartbeat: float = 1.0,
+        peers: PeerFilter | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -94,8 +96,9 @@ class PoolWorker:
         self.parent_pid = parent_pid
         self.heartbeat = heartbeat
         self.server = OutboundServer(
-            self._run, pool.host, pool.port, backlog=pool.backlog, listener=listener, door=self._door
-        )
+            self._run, pool.host, pool.port, backlog=pool.backlog, listener=listener, door=self._door,
+            peers=peers, on_denied=metrics.peer_denied if metrics is not None else None,
+        )  # fmt: skip
         self.stopped = Event()
         self._beat: gevent.Greenlet | None = None
         self._refused_since_log = 0
@@ -226,7 +229,7 @@ def main() -> int:
         app.observer = metrics
         worker = PoolWorker(
             app, name, pool, session_settings=settings.session(), slots=slots, slot=slot,
-            listener=listener, metrics=metrics, parent_pid=spec.get("parent"),
+            listener=listener, metrics=metrics, parent_pid=spec.get("parent"), peers=settings.peer_filter(name),
         )  # fmt: skip
         worker.start()
     except Exception:

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         "when its route needs an async socket (dialplan/esl_app.xml)",
     )
     log_format: Literal["text", "json"] = "text"
+    handoff_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="signs the marker by which a handed-off call's async leg is recognised (esl_app.handoff). "
+        "Default: a random one per start, shared by the pools' workers; set one to share it between hosts",
+    )
     allow_from: AllowList = Field(
         default_factory=lambda: list(LOOPBACK),
         description="FreeSWITCH addresses and CIDR networks that may connect (like FreeSWITCH's apply-inbound-acl); "

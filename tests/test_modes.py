@@ -31,9 +31,11 @@ def make_app() -> App:
 
 def test_static_call_to_an_async_route_is_handed_off_with_its_destination_saved():
     result = simulate_call(make_app(), destination="1000", context="public", mode="static")
+    marker = result.record.variables["esl_app_handoff"]  # signed: the async leg is recognised by it
     assert result.executed == [
         ("set", "esl_app_destination=1000"),
         ("set", "esl_app_context=public"),
+        ("set", f"esl_app_handoff={marker}"),
         ("transfer", "esl_app_async XML esl_app"),
     ]
     assert result.record.transferred_to is not None

@@ -38,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def serve_single(args: argparse.Namespace, settings: Settings) -> int:
+    from ..handoff import HandoffSigner
     from ..pools.cli import warn_if_nobody_may_call
     from ..transport import OutboundServer
 
@@ -47,6 +48,8 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     app.session_settings = settings.session()
     app.max_calls = settings.max_calls
     app.handoff_extension = settings.handoff_extension
+    if settings.handoff_secret is not None:
+        app.handoff = HandoffSigner(settings.handoff_secret.get_secret_value())
     compile_or_exit(app)
     app.startup()
     peers = settings.peer_filter()

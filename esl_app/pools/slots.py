@@ -1,6 +1,7 @@
 """A pool's shared scoreboard: one 64-byte slot per worker process, in a memory-mapped file.
 
-Each worker writes only its own slot (active calls, its calls-per-second window, state, heartbeat);
+Each worker writes only its own slot (active calls, its calls-per-second window, state, heartbeat,
+its latest hand-off);
 everybody reads all of them. That is how the supervisor sees which workers are up and what a dead
 one held. Aligned 8-byte stores are single instructions on the platforms we run on, so a reader sees
 old or new values, never a torn one.
@@ -23,11 +24,12 @@ import time
 from collections.abc import Iterator
 from enum import IntEnum
 
-FIELDS = 8
-SLOT_BYTES = FIELDS * 8
+FIELDS = 16
+SLOT_BYTES = FIELDS * 8  # 128: two cache lines, room to grow
 
-# field offsets within a slot
-PID, STATE, ACTIVE, WINDOW, WINDOW_COUNT, PREV_COUNT, HEARTBEAT_MS, GENERATION = range(FIELDS)
+# field offsets within a slot (HANDOFF_MS: when this worker last handed a call off to an async socket,
+# so that any worker of the pool knows a second leg may be on its way; the rest are spare)
+PID, STATE, ACTIVE, WINDOW, WINDOW_COUNT, PREV_COUNT, HEARTBEAT_MS, GENERATION, HANDOFF_MS = range(9)
 
 
 class SlotState(IntEnum):
@@ -133,13 +135,21 @@ class SlotTable:
 
     def snapshot(self, slot: int) -> dict[str, int]:
         base = slot * FIELDS
-        names = ("pid", "state", "active", "window", "window_count", "prev_count", "heartbeat_ms", "generation")
+        names = (
+            "pid", "state", "active", "window", "window_count", "prev_count", "heartbeat_ms", "generation",
+            "handoff_ms",
+        )  # fmt: skip
         return {name: self.view[base + i] for i, name in enumerate(names)}
 
     # -- the whole pool --------------------------------------------------------------------------
     def active_total(self) -> int:
         view = self.view
         return sum(view[slot * FIELDS + ACTIVE] for slot in range(self.slots))
+
+    def latest_handoff_ms(self) -> int:
+        """When a worker of the pool last handed a call off (monotonic ms; 0: never)."""
+        view = self.view
+        return max(view[slot * FIELDS + HANDOFF_MS] for slot in range(self.slots))
 
     def ready_count(self) -> int:
         view = self.view

@@ -9,6 +9,10 @@ Rows:
 * ``door (admitted)``: ``PoolWorker._door`` for an admitted call: admission, metrics, the socket wrapper;
 * ``allow-list check``: ``PeerFilter.allows`` for a peer on a 3-entry list (as seen before, the common
   case: a handful of switches), and for a new address each time (the worst case, a scan);
+* ``refused call, blind`` / ``refused call, deferred``: one refused call over TCP, from the fake
+  FreeSWITCH's TCP connect to the refusal's first application running (client and server in this
+  process, static socket): the usual one-write refusal, and the one held until the connect reply
+  while a hand-off is in flight (``--refusals N``);
 * ``admit+release, 2 processes``: two processes hammering the same scoreboard at once (the contended
   case the exact door pays for; each process's own median).
 """
@@ -25,7 +29,7 @@ import tempfile
 import time
 
 from esl_app.pools.admission import Admission
-from esl_app.pools.slots import SlotTable
+from esl_app.pools.slots import SlotTable, now_ms
 
 SLOTS = 8
 BATCH = 20_000
@@ -94,6 +98,34 @@ def peer_check(batches: int) -> tuple[list[float], list[float]]:
     return seen, fresh
 
 
+def refusals(calls: int) -> tuple[list[float], list[float]]:
+    """Per refused call (ms): blind, then deferred because a hand-off is in flight."""
+    from esl_app import App
+    from esl_app.metrics import PoolMetrics
+    from esl_app.pools.worker import PoolWorker
+    from esl_app.settings import PoolSettings
+    from esl_app.testing.peer import CallScript, connect_tcp
+
+    worker = PoolWorker(App(), "inbound", PoolSettings(port=0, cps=1), metrics=PoolMetrics("inbound"))
+    worker.admission.clock = lambda: 100.5
+    worker.start()
+    try:
+        connect_tcp(worker.address, CallScript(destination="1")).run()  # fills the rate: every next call is refused
+        results = []
+        for deferred in (False, True):
+            worker.slots.set(0, 8, now_ms() if deferred else 0)  # HANDOFF_MS: a hand-off in flight, or none
+            times = []
+            for _ in range(calls):
+                record = connect_tcp(worker.address, CallScript(destination="1", mode="static")).run()
+                assert record.variables.get("esl_app_refused") == "rate", record.executed
+                assert record.first_execute_at is not None
+                times.append((record.first_execute_at - record.started_at) * 1000)
+            results.append(times)
+        return results[0], results[1]
+    finally:
+        worker.drain(1)
+
+
 def _contender(path: str, slot: int, batches: int, start, out) -> None:
     start.wait()
     out.put(admit_release(path, slot, batches))
@@ -102,6 +134,7 @@ def _contender(path: str, slot: int, batches: int, start, out) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=21)
+    parser.add_argument("--refusals", type=int, default=300, help="refused calls measured each way (0: skip)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
         path = os.path.join(tmp, "pool.slots")
@@ -126,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':40} {'median us':>10} {'min us':>8} {'max us':>8}   ({args.batches} batches of {BATCH})")
     for name, values in rows:
         print(f"{name:40} {statistics.median(values):10.3f} {min(values):8.3f} {max(values):8.3f}")
+    if args.refusals:
+        blind, deferred = refusals(args.refusals)
+        print(f"{'':40} {'median ms':>10} {'p90 ms':>8}   ({args.refusals} calls each: connect -> refusal runs)")
+        for name, values in (("refused call, blind", blind), ("refused call, deferred (hand-off)", deferred)):
+            p90 = statistics.quantiles(values, n=10)[-1]
+            print(f"{name:40} {statistics.median(values):10.3f} {p90:8.3f}")
     return 0
 
 

@@ -9,6 +9,7 @@ import uuid as uuid_module
 
 import gevent
 import pytest
+from data_fixtures import *  # noqa: F403  (the Postgres and Redis fixtures: make_data)
 
 import esl_app.data.limits as limits_module
 from esl_app import App, Call, Reject
@@ -353,3 +354,21 @@ def test_another_worker_of_the_pool_recognises_the_second_leg(tmp_path):
         assert all(resumed == "True" for _uuid, _pid, resumed in legs)
     finally:
         _stop(proc)
+
+
+def test_with_redis_the_tenant_slot_moves_to_the_second_leg_without_a_gap(make_data):
+    """The pilot tenant allows one call at a time. The first leg's process hands the slot over (it stays
+    in Redis, no longer renewed there); the second leg's process adopts it and gives it back."""
+    first_process, second_process = make_data(), make_data()
+    call_id = str(uuid_module.uuid4())
+    decision = first_process.decide("3000", "1001", call_id=call_id)
+    assert decision.outcome == "route" and decision.lease_where == "redis"
+    first_process.hand_over(decision)
+    assert call_id not in first_process.limiter.held and first_process.redis.active("pilot") == 1
+    other = second_process.decide("3000", "1002", call_id="another-call")
+    assert other.outcome == "over_limit"  # no gap: the handed-off call still holds the only slot
+    resumed = second_process.decide("3000", "1001")  # the second leg looks it up, counting nothing
+    second_process.adopt(resumed, call_id)
+    assert resumed.lease == call_id and second_process.limiter.held[call_id] == "pilot"
+    second_process.release(resumed)
+    assert second_process.redis.active("pilot") == 0 and call_id not in second_process.limiter.held

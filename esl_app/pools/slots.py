@@ -1,4 +1,4 @@
-"""A pool's shared scoreboard: one 64-byte slot per worker process, in a memory-mapped file.
+"""A pool's shared scoreboard: one 128-byte slot per worker process, in a memory-mapped file.
 
 Each worker writes only its own slot (active calls, its calls-per-second window, state, heartbeat,
 its latest hand-off);

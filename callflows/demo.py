@@ -70,7 +70,7 @@ def early_exit(call: Call) -> Reject | None:
     decision = data.decide(call.destination, call.caller_id_number, call_id=call.uuid, at=clock())
     call.state["decision"] = decision
     if decision.lease is not None:  # a concurrency slot for this tenant: give it back at the end
-        call.on_hangup(lambda _call, _cause: data.release(decision))
+        call.on_hangup(lambda call, _cause: _end_of_leg(call, decision))
     if decision.outcome == "route":
         return None
     if decision.outcome == "unknown":
@@ -83,6 +83,25 @@ def early_exit(call: Call) -> Reject | None:
         return Reject(code=403, cause="CALL_REJECTED")
     # over a limit, or no routing data within the budget: 503 so the proxy can try elsewhere
     return Reject(code=decision.sip_code or 503, reason=decision.reason[:100], cause=decision.cause)
+
+
+def _end_of_leg(call: Call, decision: Decision) -> None:
+    if call.handed_off:  # the call goes on on an async socket: that leg keeps the slot (``resume``)
+        data.hand_over(decision)
+    else:
+        data.release(decision)
+
+
+@app.on_resume
+def resume(call: Call) -> None:
+    """The async leg of a call handed off by a route with ``mode="async"``: the guard ran on its first
+    leg and is not run again. Look the decision up again for the flows (from memory, counting
+    nothing) and take over the tenant's concurrency slot the first leg kept."""
+    decision = data.decide(call.destination, call.caller_id_number, at=clock())
+    data.adopt(decision, call.uuid)
+    call.state["decision"] = decision
+    if decision.lease is not None:
+        call.on_hangup(lambda _call, _cause: data.release(decision))
 
 
 @app.route("1000", name="main line")

@@ -26,6 +26,8 @@ from pydantic import BaseModel, Field
 
 from .call import HANDOFF_CONTEXT, HANDOFF_DESTINATION, Call
 from .errors import CallEnded, CommandError, EslAppError, RouteError
+from .handoff import MARKER as HANDOFF_MARKER
+from .handoff import HandoffSigner
 from .routing import Matcher, Route, RouteMatch, RouteTable, SocketMode, build_route
 from .session import Session, SessionObserver, SessionSettings
 
@@ -43,6 +45,9 @@ def current_pool() -> str:
 
 Flow = Callable[..., Any]
 Guard = Callable[[Call], "Reject | None"]
+# the pool door's word once the connect reply is in (``handle(admit=)``): given whether the call is a
+# hand-off's second leg, None to go on or the reason to refuse it (esl_app.pools.worker)
+AdmitAfterConnect = Callable[[bool], "str | None"]
 HangupHook = Callable[[Call, str | None], None]
 Condition = str | Matcher | re.Pattern[str]
 
@@ -84,6 +89,11 @@ class App:
         self._pool_tables: dict[str, RouteTable] = {}
         # where a static call goes when its route needs an async socket: "EXTENSION [DIALPLAN [CONTEXT]]"
         self.handoff_extension = "esl_app_async XML esl_app"
+        # signs the marker that lets the async leg be recognised (esl_app.handoff); servers give it
+        # the deployment's secret, so that any worker (or host) sharing it recognises the second leg
+        self.handoff = HandoffSigner()
+        self.before_hand_off: Callable[[], None] | None = None  # the pool door's note (esl_app.pools)
+        self._resume_hooks: list[Guard] = []
         self._startup_hooks: list[Callable[[], None]] = []
         self._shutdown_hooks: list[Callable[[], None]] = []
         self.started = False
@@ -137,6 +147,13 @@ class App:
         """Run ``check(call)`` before routing, in declaration order; a ``Reject`` refuses the call."""
         self._guards.append(check)
         return check
+
+    def on_resume(self, hook: Guard) -> Guard:
+        """Run ``hook(call)`` on the async leg of a handed-off call, instead of the guards (which ran
+        on its first leg and are not run again): where a guard's per-call state is attached again,
+        e.g. the routing decision a flow reads. It may return a ``Reject``, like a guard."""
+        self._resume_hooks.append(hook)
+        return hook
 
     def default(self, flow: Flow) -> Flow:
         """The flow for calls no route matches (without one they get 404 / UNALLOCATED_NUMBER)."""
@@ -215,12 +232,15 @@ class App:
         *,
         pool: str | None = None,
         expected_mode: SocketMode | None = None,
+        admit: AdmitAfterConnect | None = None,
     ) -> Call | None:
         """Drive one outbound-socket connection from ``connect`` to close. Returns the call.
 
         ``pool``: the worker pool the connection arrived on; only its routes (and routes without a
         pool) can match. ``expected_mode``: the socket mode the pool's dialplan should use; a call in
         the other mode still runs (the Call API is the same) but the mismatch is logged.
+        ``admit``: the pool door, told once the connect reply shows whether this is a hand-off's
+        second leg; it returns the reason to refuse the call, or None.
         """
         if not self.started:
             self.startup()
@@ -251,7 +271,14 @@ class App:
                 session.uuid, pool, expected_mode, session.mode,
             )  # fmt: skip
         call = Call(session)
-        if self.max_calls is not None and self.active_calls >= self.max_calls:
+        call.resumed = self._recognise_second_leg(call)
+        if admit is not None:
+            refused = admit(call.resumed)
+            if refused is not None:
+                self._refuse_at_door(call, refused)
+                return call
+        # a second leg was admitted on its first: refusing it now would drop an accepted call
+        if not call.resumed and self.max_calls is not None and self.active_calls >= self.max_calls:
             self._refuse_over_capacity(call)
             return call
         self.calls_handled += 1
@@ -274,6 +301,35 @@ class App:
             self._run_hooks(call)
         return call
 
+    def _recognise_second_leg(self, call: Call) -> bool:
+        """Whether this connection is the async leg of a call this deployment handed off (its signed
+        marker verifies: esl_app.handoff). The marker is cleared either way: it is good once."""
+        marker = call.header("variable_" + HANDOFF_MARKER)
+        if not marker:
+            return False
+        try:
+            call.session.execute("unset", HANDOFF_MARKER, wait="none")
+        except EslAppError as exc:
+            log.warning("%s: could not clear the hand-off marker: %s", call.uuid, exc)
+        if self.handoff.verify(marker, call.uuid, call.destination, call.context):
+            return True
+        log.warning(
+            "%s: hand-off marker not valid here (forged, stale, another deployment's, or for another "
+            "destination): the call is decided as a new one", call.uuid,
+        )  # fmt: skip
+        return False
+
+    def _refuse_at_door(self, call: Call, reason: str) -> None:
+        """The pool door's refusal, after the connect reply (see esl_app.pools.admission.refuse)."""
+        log.info("%s: refused at the door (%s)", call.uuid, reason)
+        try:
+            call.session.execute("set", f"esl_app_refused={reason}", wait="none")
+            call.session.execute("respond", "503 Service Unavailable", wait="none")
+            call.session.hangup("NORMAL_TEMPORARY_FAILURE")
+        except EslAppError as exc:
+            log.warning("%s: refusing failed: %s", call.uuid, exc)
+        call.session.finish()
+
     def _refuse_over_capacity(self, call: Call) -> None:
         """Refuse explicitly: a 503 the proxy can act on. Closing the socket instead would let the
         dialplan go on, or hang the call up with NORMAL_CLEARING (spec 2.7)."""
@@ -288,10 +344,11 @@ class App:
 
     def _run(self, call: Call, table: RouteTable) -> None:
         self._consume_handoff(call)
-        for check in self._guards:
+        # a hand-off's second leg passed the guards on its first leg: only the resume hooks run
+        for check in self._resume_hooks if call.resumed else self._guards:
             verdict = check(call)
             if verdict is not None:
-                log.info("%s: refused by guard %s: %s", call.uuid, getattr(check, "__name__", check), verdict)
+                log.info("%s: refused by %s: %s", call.uuid, getattr(check, "__name__", check), verdict)
                 self.reject(call, verdict)
                 return
         match = table.match(call.destination, call.caller_id_number, call.context, call.variable)
@@ -305,8 +362,12 @@ class App:
             return
         call.match = match
         if match.route.mode == "async" and call.mode == "static":
-            self.hand_off_to_async(call)
-            return
+            if not call.resumed:
+                self.hand_off_to_async(call)
+                return
+            # the hand-off extension connected static again: handing off once more would loop
+            log.error("%s: the hand-off extension's socket is not async (dialplan/esl_app.xml); running the "
+                      "async route on a static socket", call.uuid)  # fmt: skip
         match.route.flow(call, **match.kwargs())
 
     def hand_off_to_async(self, call: Call) -> None:
@@ -314,8 +375,15 @@ class App:
         to the hand-off extension (dialplan/esl_app.xml), which runs ``socket ... async full``. The
         async connection routes it again with the saved destination and context."""
         log.info("%s: route needs an async socket: handing off via %s", call.uuid, self.handoff_extension)
-        # the destination is caller text: stored as data (uuid_setvar, or set escaped), never expanded
-        call.set_variables({HANDOFF_DESTINATION: call.destination, HANDOFF_CONTEXT: call.context})
+        # the destination is caller text: stored as data (uuid_setvar, or set escaped), never expanded;
+        # the signed marker by which the async leg is recognised: it skips the door's count and the guards
+        marker = self.handoff.issue(call.uuid, call.destination, call.context)
+        call.set_variables(
+            {HANDOFF_DESTINATION: call.destination, HANDOFF_CONTEXT: call.context, HANDOFF_MARKER: marker}
+        )
+        if self.before_hand_off is not None:
+            self.before_hand_off()
+        call.handed_off = True
         extension, _, rest = self.handoff_extension.partition(" ")
         dialplan, _, context = rest.partition(" ")
         call.transfer(extension, dialplan or "XML", context or None)

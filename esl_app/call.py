@@ -92,7 +92,7 @@ def _check_variable_name(name: str) -> str:
 class Call:
     """One call, as seen by a flow. Created by the framework after ``connect``."""
 
-    __slots__ = ("_hangup_hooks", "_variables", "match", "session", "state")
+    __slots__ = ("_hangup_hooks", "_variables", "handed_off", "match", "resumed", "session", "state")
 
     def __init__(self, session: Session, match: Any = None) -> None:
         self.session = session
@@ -100,6 +100,11 @@ class Call:
         self._variables: dict[str, str | None] = {}
         self._hangup_hooks: list[HangupHook] = []
         self.state: dict[str, Any] = {}  # free space for guards and flows to share per-call data
+        # static->async hand-off (App.hand_off_to_async): ``handed_off`` on the first leg once it is
+        # sent to the async socket; ``resumed`` on the second leg, recognised by its signed marker,
+        # which skips the door's counts and the guards it already passed
+        self.handed_off = False
+        self.resumed = False
 
     # -- who and what ----------------------------------------------------------------------------
     @property

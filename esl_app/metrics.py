@@ -13,6 +13,7 @@ objects are ordinary in-process metrics in ``PoolMetrics.registry``.
 | ``esl_app_calls_refused_total`` | counter | pool, reason (capacity, rate, draining) |
 | ``esl_app_call_setup_seconds`` | histogram | pool: accept -> the first call-control command written |
 | ``esl_app_refusal_seconds`` | histogram | pool: accept -> the refusal written |
+| ``esl_app_connections_denied_total`` | counter | pool: closed at accept, peer not in ``allow_from`` |
 | ``esl_app_verb_seconds`` | histogram | pool, verb, outcome (ok, hangup, timeout, error) |
 | ``esl_app_esl_errors_total`` | counter | pool, kind |
 | ``esl_app_data_cache_requests_total`` | counter | pool, tier, result (hit, miss); hit ratio in PromQL |
@@ -51,6 +52,10 @@ class PoolMetrics:
         self._refused = Counter(
             "esl_app_calls_refused", "Calls refused at the door, by reason", ["pool", "reason"], registry=r
         )
+        self._denied = Counter(
+            "esl_app_connections_denied", "Connections closed at accept: the peer is not in allow_from", ["pool"],
+            registry=r,
+        )  # fmt: skip
         self._setup = Histogram(
             "esl_app_call_setup_seconds",
             "Accept to the first call-control command written",
@@ -76,6 +81,7 @@ class PoolMetrics:
         # children resolved once: the hot path never formats labels
         self.active = self._active.labels(pool)
         self.accepted = self._accepted.labels(pool)
+        self.denied = self._denied.labels(pool)
         self.setup = self._setup.labels(pool)
         self.refusal = self._refusal.labels(pool)
         self._refused_by: dict[str, Any] = {}
@@ -88,6 +94,9 @@ class PoolMetrics:
             child = self._refused_by[reason] = self._refused.labels(self.pool, reason)
         child.inc()
         self.refusal.observe(seconds)
+
+    def peer_denied(self, host: str) -> None:
+        self.denied.inc()
 
     # -- SessionObserver -------------------------------------------------------------------------
     def execute_done(self, app: str, seconds: float, outcome: str) -> None:

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from .session import SessionSettings
+from .transport.peers import LOOPBACK, PeerFilter, check_entries, split_entries
+
+# FreeSWITCH addresses and CIDR networks allowed to connect, or "any" (esl_app.transport.peers); from
+# the environment or the CLI also as one comma-separated string
+AllowList = Annotated[list[str], NoDecode, BeforeValidator(split_entries), AfterValidator(check_entries)]
 
 CONFIG_FILE_ENV = "ESL_APP_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "esl-app.toml"
@@ -47,6 +53,9 @@ class PoolSettings(BaseModel):
     workers: int = Field(1, ge=0, description="worker processes (gevent uses one core each); 0: pool not served")
     backlog: int = Field(4096, ge=1)
     cpus: list[int] | None = Field(None, description="pin the pool's workers to these CPUs (Linux)")
+    allow_from: AllowList | None = Field(
+        None, description="FreeSWITCH addresses/CIDRs that may connect to this pool (None: the global allow_from)"
+    )
     socket_mode: Literal["static", "async"] | None = Field(
         None,
         description="the socket mode the dialplan uses for this pool's port (static: fast decide-and-hand-off; "
@@ -83,6 +92,17 @@ class Settings(BaseSettings):
         "when its route needs an async socket (dialplan/esl_app.xml)",
     )
     log_format: Literal["text", "json"] = "text"
+    handoff_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="signs the marker by which a handed-off call's async leg is recognised (esl_app.handoff). "
+        "Default: a random one per start, shared by the pools' workers; set one to share it between hosts",
+    )
+    allow_from: AllowList = Field(
+        default_factory=lambda: list(LOOPBACK),
+        description="FreeSWITCH addresses and CIDR networks that may connect (like FreeSWITCH's apply-inbound-acl); "
+        "other peers are closed at accept. 'any' allows every peer. Default: loopback only",
+    )
 
     # worker pools (``esl-app serve``)
     pools: dict[str, PoolSettings] = Field(default_factory=dict)
@@ -125,6 +145,13 @@ class Settings(BaseSettings):
             raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: no such file")
         sources.append(file_secret_settings)
         return tuple(sources)
+
+    def peer_filter(self, pool: str | None = None) -> PeerFilter | None:
+        """Who may connect to ``pool`` (its own ``allow_from``, else the global one); None: anybody."""
+        entries = self.allow_from
+        if pool is not None and self.pools[pool].allow_from is not None:
+            entries = self.pools[pool].allow_from  # type: ignore[assignment]
+        return PeerFilter.build(entries)
 
     def served_pools(self) -> dict[str, PoolSettings]:
         return {name: pool for name, pool in self.pools.items() if pool.workers > 0}

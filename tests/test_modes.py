@@ -31,10 +31,12 @@ def make_app() -> App:
 
 def test_static_call_to_an_async_route_is_handed_off_with_its_destination_saved():
     result = simulate_call(make_app(), destination="1000", context="public", mode="static")
+    marker = result.record.variables["esl_app_handoff"]  # signed: the async leg is recognised by it
     # saved with api uuid_setvar (no expansion), then the transfer
     assert result.record.api_commands == [
         f"uuid_setvar {result.record.uuid} esl_app_destination 1000",
         f"uuid_setvar {result.record.uuid} esl_app_context public",
+        f"uuid_setvar {result.record.uuid} esl_app_handoff {marker}",
     ]
     assert result.executed == [("transfer", "esl_app_async XML esl_app")]
     assert result.variables["esl_app_destination"] == "1000" and result.variables["esl_app_context"] == "public"

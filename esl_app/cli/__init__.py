@@ -9,6 +9,8 @@ import logging
 import pkgutil
 import sys
 
+from pydantic import ValidationError
+
 from ..settings import Settings
 from .common import load_app
 
@@ -33,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level or Settings().log_level
+    try:
+        level = args.log_level or Settings().log_level
+    except ValidationError as exc:  # a bad setting is named, not a traceback
+        raise SystemExit(f"error: invalid settings: {exc}") from None
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return args.func(args)
 

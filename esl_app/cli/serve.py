@@ -25,18 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..pools.cli import serve_pools, wants_single
+    from ..pools.cli import load_settings, serve_pools, wants_single
 
-    settings = Settings()
+    settings = load_settings(args)
     if not wants_single(args):
         from ..pools.logs import configure
 
         configure(args.log_level or settings.log_level, settings.log_format, pool="supervisor")
-        return serve_pools(args.app, settings)
+        # SIGHUP reads the settings again: with the same command-line overrides
+        return serve_pools(args.app, settings, settings_factory=lambda: load_settings(args))
     return serve_single(args, settings)
 
 
 def serve_single(args: argparse.Namespace, settings: Settings) -> int:
+    from ..handoff import HandoffSigner
+    from ..pools.cli import warn_if_nobody_may_call
     from ..transport import OutboundServer
 
     host = args.host or settings.host
@@ -45,9 +48,12 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     app.session_settings = settings.session()
     app.max_calls = settings.max_calls
     app.handoff_extension = settings.handoff_extension
+    if settings.handoff_secret is not None:
+        app.handoff = HandoffSigner(settings.handoff_secret.get_secret_value())
     compile_or_exit(app)
     app.startup()
-    server = OutboundServer(app.handle, host, port, backlog=settings.backlog)
+    peers = settings.peer_filter()
+    server = OutboundServer(app.handle, host, port, backlog=settings.backlog, peers=peers)
     try:
         server.start()
     except OSError as exc:
@@ -61,6 +67,8 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     gevent.signal_handler(signal.SIGTERM, graceful)
     gevent.signal_handler(signal.SIGINT, graceful)
     print(f"esl-app: serving {args.app} on {server.address[0]}:{server.address[1]}", flush=True)
+    print(f"esl-app: accepting calls from {peers.describe() if peers else 'any address'}", flush=True)
+    warn_if_nobody_may_call("the server", host, settings)
     server.serve_forever()
     app.shutdown()
     return 0

@@ -240,6 +240,23 @@ class RoutingData:
             lease, decision.lease = decision.lease, None
             self.limiter.release(decision.tenant.id, lease, decision.lease_where)
 
+    def hand_over(self, decision: Decision) -> None:
+        """The call is being handed off to another connection (``App.hand_off_to_async``): keep its
+        concurrency slot for the next leg to ``adopt`` instead of giving it back (idempotent)."""
+        if decision.lease is not None and decision.tenant is not None:
+            lease, decision.lease = decision.lease, None
+            self.limiter.hand_over(decision.tenant.id, lease, decision.lease_where)
+
+    def adopt(self, decision: Decision, call_id: str) -> None:
+        """On a handed-off call's second leg (``App.on_resume``), with ``decision`` looked up again
+        without a ``call_id``: take over the slot the first leg kept, without counting the call again.
+        Give it back with ``release(decision)`` when the call ends."""
+        if decision.outcome not in ("route", "closed") or decision.tenant is None:
+            return
+        where = self.limiter.adopt(decision.tenant.id, call_id, decision.tenant.limits)
+        if where is not None:
+            decision.lease, decision.lease_where = call_id, where
+
     # -- single questions ----------------------------------------------------------------------
     def number(self, did: str) -> Number | None:
         return self._get(("number", did), self._deadline())[0]

@@ -136,6 +136,29 @@ class Limiter:
             log.info("releasing %s's slot for %s failed (it expires within %.0f s): %s",
                      tenant_id, call_id, self.lease, exc)  # fmt: skip
 
+    # -- a static->async hand-off moves a call to a second connection, maybe in another process ------
+    def hand_over(self, tenant_id: str, call_id: str, where: str | None) -> None:
+        """Stop renewing ``call_id``'s slot here without giving it back: the call's next leg takes it
+        over (``adopt``), or it expires after ``lease`` if that leg never comes. A slot counted only
+        in this process (``local``) cannot move, so it is given back and the next leg counts it."""
+        if where == "redis":
+            self.held.pop(call_id, None)
+        elif where == "local":
+            self.local.release(tenant_id, call_id)
+
+    def adopt(self, tenant_id: str, call_id: str, limits: Limits) -> Literal["redis", "local"] | None:
+        """Take over the slot a hand-off's first leg kept (renewed here, released by this leg), without
+        counting the call against the rate again; returns where it is held."""
+        if limits.max_concurrent is None:
+            return None
+        if self.redis is not None:
+            self.held[call_id] = tenant_id
+            return "redis"
+        if self.without_redis == "local":
+            self.local.active.setdefault(tenant_id, set()).add(call_id)
+            return "local"
+        return None
+
     def _renew_forever(self) -> None:
         assert self.redis is not None
         while True:

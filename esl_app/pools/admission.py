@@ -1,7 +1,9 @@
 """Admission at the door: capacity and calls-per-second, decided when the connection is accepted.
 
-``Admission.admit()`` is O(workers) integer arithmetic over the pool's scoreboard (``slots``) and
-never waits; it runs inside gevent's accept callback, before any greenlet exists for the call.
+``Admission.admit()`` is O(workers) integer arithmetic over the pool's scoreboard (``slots``), under
+the scoreboard's lock so that the limits are exact across the pool's processes (the lock is held for
+a few microseconds and never across I/O); it runs inside gevent's accept callback, before any
+greenlet exists for the call.
 
 A refused call still gets an explicit answer, because a connection that is simply closed lets the
 dialplan carry on (spec 2.7) and one left in the accept queue is a silent caller (FreeSWITCH speaks
@@ -24,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from fcntl import LOCK_EX, LOCK_UN, flock
 from typing import Any, Literal
 
 import gevent
 
 from ..protocol import commands
-from .slots import ACTIVE, FIELDS, PREV_COUNT, WINDOW, WINDOW_COUNT, SlotState, SlotTable
+from .slots import ACTIVE, FIELDS, HANDOFF_MS, PREV_COUNT, WINDOW, WINDOW_COUNT, SlotState, SlotTable, now_ms
 
 Reason = Literal["capacity", "rate", "draining"]
 REASONS: tuple[Reason, ...] = ("capacity", "rate", "draining")
@@ -37,6 +40,9 @@ REFUSED_VARIABLE = "esl_app_refused"
 REFUSAL_RESPONSE = "503 Service Unavailable"
 REFUSAL_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 DRAIN_TIMEOUT = 5.0  # how long a refused connection is read before it is closed anyway
+# after a hand-off anywhere in the pool, for this long a refusal waits for the connect reply: the
+# connection may be that call's second leg, which was admitted already and must not be refused
+HANDOFF_WINDOW_MS = 10_000
 
 
 def refusal_bytes(reason: str) -> bytes:
@@ -73,8 +79,11 @@ class Admission:
         self.draining = False
         self._base = slot * FIELDS
         self._n = self.slots.slots
+        self._lock_fd = self.slots.lock_fd
         self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.admitted = 0
+        self.resumed = 0  # second legs of hand-offs: admitted without counting them again
+        self.window = 0  # the calls-per-second window the latest admission was counted in
         if self.slots.get(slot, 1) == SlotState.FREE:  # a local table: this process is its only worker
             self.slots.claim(slot, os.getpid())
             self.slots.set(slot, 1, SlotState.READY)
@@ -85,49 +94,94 @@ class Admission:
         return self.slots.view[self._base + ACTIVE]
 
     def admit(self) -> Reason | None:
-        """Admit one call (counted until ``release()``), or return why not."""
-        view = self.slots.view
-        reason: Reason | None = None
+        """Admit one call (counted until ``release()``), or return why not.
+
+        Exact across the pool's processes: the totals are read and this worker's counts raised while
+        holding the scoreboard's lock (``SlotTable.locked``; inlined here, it is the hot path)."""
         if self.draining:
-            reason = "draining"
+            reason: Reason | None = "draining"
         else:
-            total = 0
-            for i in range(ACTIVE, self._n * FIELDS, FIELDS):
-                total += view[i]
-            if total >= self.capacity:
-                reason = "capacity"
-            elif self.cps:
-                now = self.clock()
-                window = int(now)
-                current = previous = 0
-                for base in range(0, self._n * FIELDS, FIELDS):
-                    seen = view[base + WINDOW]
-                    if seen == window:
-                        current += view[base + WINDOW_COUNT]
-                        previous += view[base + PREV_COUNT]
-                    elif seen == window - 1:
-                        previous += view[base + WINDOW_COUNT]
-                if previous * (1.0 - (now - window)) + current >= self.cps:
-                    reason = "rate"
-                else:
-                    me = self._base
-                    mine = view[me + WINDOW]
-                    if mine != window:
-                        view[me + PREV_COUNT] = view[me + WINDOW_COUNT] if mine == window - 1 else 0
-                        view[me + WINDOW_COUNT] = 0
-                        view[me + WINDOW] = window
-                    view[me + WINDOW_COUNT] += 1
+            fd = self._lock_fd
+            if fd is None:
+                reason = self._decide()
+            else:
+                flock(fd, LOCK_EX)
+                try:
+                    reason = self._decide()
+                finally:
+                    flock(fd, LOCK_UN)
         if reason is not None:
             self.refused[reason] += 1
             return reason
-        view[self._base + ACTIVE] += 1
         self.admitted += 1
+        return None
+
+    def _decide(self) -> Reason | None:
+        """Check capacity, then rate, over every slot; on admission count the call in this slot."""
+        view = self.slots.view
+        total = 0
+        for i in range(ACTIVE, self._n * FIELDS, FIELDS):
+            total += view[i]
+        if total >= self.capacity:
+            return "capacity"
+        me = self._base
+        if self.cps:
+            now = self.clock()
+            window = int(now)
+            current = previous = 0
+            for base in range(0, self._n * FIELDS, FIELDS):
+                seen = view[base + WINDOW]
+                if seen == window:
+                    current += view[base + WINDOW_COUNT]
+                    previous += view[base + PREV_COUNT]
+                elif seen == window - 1:
+                    previous += view[base + WINDOW_COUNT]
+            if previous * (1.0 - (now - window)) + current >= self.cps:
+                return "rate"
+            self.window = window
+            mine = view[me + WINDOW]
+            if mine != window:
+                view[me + PREV_COUNT] = view[me + WINDOW_COUNT] if mine == window - 1 else 0
+                view[me + WINDOW_COUNT] = 0
+                view[me + WINDOW] = window
+            view[me + WINDOW_COUNT] += 1
+        view[me + ACTIVE] += 1
         return None
 
     def release(self) -> None:
         view = self.slots.view
         if view[self._base + ACTIVE] > 0:
             view[self._base + ACTIVE] -= 1
+
+    # -- hand-offs (a static call moved to an async socket connects a second time) --------------
+    def handing_off(self) -> None:
+        """A call of this worker is being handed off: its second leg may reach any worker soon."""
+        self.slots.view[self._base + HANDOFF_MS] = now_ms()
+
+    def handoff_in_flight(self) -> bool:
+        """Whether a worker of the pool handed a call off recently (its second leg may be arriving)."""
+        latest = self.slots.latest_handoff_ms()
+        return latest > 0 and now_ms() - latest < HANDOFF_WINDOW_MS
+
+    def uncount_rate(self, window: int) -> None:
+        """An admitted connection was a hand-off's second leg: take it out of the calls-per-second
+        count (its first leg was counted). Only this worker writes its slot, so no lock is needed."""
+        if not self.cps:
+            return
+        view, me = self.slots.view, self._base
+        if view[me + WINDOW] == window and view[me + WINDOW_COUNT] > 0:
+            view[me + WINDOW_COUNT] -= 1
+        elif view[me + WINDOW] == window + 1 and view[me + PREV_COUNT] > 0:
+            view[me + PREV_COUNT] -= 1
+        self.resumed += 1
+
+    def admit_resumed(self, refused_for: Reason) -> None:
+        """Admit a hand-off's second leg that the door had refused before its connect reply was in:
+        the call was admitted on its first leg, so neither capacity nor rate apply (the pool may go
+        over capacity by the hand-offs in flight, for the milliseconds a hand-off takes)."""
+        self.slots.view[self._base + ACTIVE] += 1
+        self.refused[refused_for] -= 1
+        self.resumed += 1
 
 
 def refuse(sock: Any, reason: str) -> None:

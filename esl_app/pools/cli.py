@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+
+from pydantic import ValidationError
 
 from ..settings import Settings
 
@@ -13,6 +16,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", help="MODULE:APP, e.g. callflows.demo:app")
     parser.add_argument("--host", help="--single: listen address (default: ESL_APP_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="--single: listen port (default: ESL_APP_PORT or 8084)")
+    parser.add_argument(
+        "--allow-from",
+        action="append",
+        metavar="ADDRESS|CIDR",
+        help="a FreeSWITCH address or network that may connect (repeatable, or comma-separated; 'any' for "
+        "everybody). Replaces ESL_APP_ALLOW_FROM and every pool's allow_from. Default: loopback only",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--single", action="store_true", help="one process on one address, every route (default with --host/--port)"
@@ -29,8 +39,37 @@ def wants_single(args: argparse.Namespace) -> bool:
     )
 
 
-def serve_pools(app_target: str, settings: Settings | None = None) -> int:
-    """Run the supervisor until SIGTERM/SIGINT; prints where each pool and the HTTP endpoints listen."""
+def load_settings(args: argparse.Namespace | None = None) -> Settings:
+    """The settings, with the command line's overrides; an invalid setting exits with its message."""
+    try:
+        settings = Settings()
+        allow = getattr(args, "allow_from", None)
+        if allow:
+            pools = {name: pool.model_copy(update={"allow_from": None}) for name, pool in settings.pools.items()}
+            settings = Settings.model_validate({**settings.model_dump(), "allow_from": ",".join(allow), "pools": pools})
+    except ValidationError as exc:
+        raise SystemExit(f"error: invalid settings: {exc}") from None
+    return settings
+
+
+def warn_if_nobody_may_call(where: str, host: str, settings: Settings, pool: str | None = None) -> None:
+    """A public listen address with the default loopback-only allow-list is almost always a mistake."""
+    peers = settings.peer_filter(pool)
+    if peers is not None and peers.only_loopback() and host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            f"esl-app: warning: {where} listens on {host} but only loopback peers may connect; "
+            "set ESL_APP_ALLOW_FROM (or --allow-from) to your FreeSWITCH addresses",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def serve_pools(
+    app_target: str, settings: Settings | None = None, settings_factory: Callable[[], Settings] | None = None
+) -> int:
+    """Run the supervisor until SIGTERM/SIGINT; prints where each pool and the HTTP endpoints listen.
+
+    ``settings_factory``: how SIGHUP reads the settings again (default: ``Settings()``)."""
     from .supervisor import Supervisor
     from .worker import load_app
 
@@ -50,7 +89,7 @@ def serve_pools(app_target: str, settings: Settings | None = None) -> int:
     def announce(supervisor: Supervisor) -> None:
         print("esl-app: ready", flush=True)
 
-    supervisor = Supervisor(app_target, settings, on_ready=announce)
+    supervisor = Supervisor(app_target, settings, settings_factory=settings_factory or Settings, on_ready=announce)
     try:
         supervisor.setup()
     except OSError as exc:
@@ -58,11 +97,14 @@ def serve_pools(app_target: str, settings: Settings | None = None) -> int:
         raise SystemExit(f"error: {exc}") from None
     for name, pool in supervisor.pools.items():
         host, port = supervisor.pool_address(name)
+        peers = settings.peer_filter(name)
         print(
             f"esl-app: pool {name} on {host}:{port} ({pool.settings.workers} workers, capacity "
-            f"{pool.settings.capacity}, cps {pool.settings.cps or 'unlimited'})",
+            f"{pool.settings.capacity}, cps {pool.settings.cps or 'unlimited'}, "
+            f"allow {peers.describe() if peers else 'any'})",
             flush=True,
         )
+        warn_if_nobody_may_call(f"pool {name}", host, settings, name)
     if supervisor.http_address:
         host, port = supervisor.http_address
         print(f"esl-app: http on {host}:{port} (/metrics /health /ready)", flush=True)
@@ -74,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m esl_app.pools")
     parser.add_argument("app")
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = load_settings()
     from .logs import configure
 
     configure(settings.log_level, settings.log_format, pool="supervisor")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..handoff import new_secret
 from ..settings import PoolSettings, Settings
 from ..transport.server import listen_socket
 from .slots import ACTIVE, HEARTBEAT_MS, PID, STATE, SlotState, SlotTable, now_ms
@@ -113,6 +114,7 @@ class Supervisor:
         self._wake_r, self._wake_w = -1, -1
         self._loop_tick = time.monotonic()
         self._announced = False
+        self._handoff_secret = new_secret().hex()  # kept across reloads: hand-offs in flight stay recognised
 
     # -- set up ----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -158,6 +160,7 @@ class Supervisor:
         pool.slots.claim(slot, -1, self.generation)
         settings = self.settings.model_dump(mode="json")
         settings["pools"] = {**settings["pools"], pool.name: pool.settings.model_dump(mode="json")}
+        settings["handoff_secret"] = None  # the dump masks it: the worker gets it below
         spec = {
             "app": self.app_target,
             "pool": pool.name,
@@ -166,6 +169,8 @@ class Supervisor:
             "fd": pool.listener.fileno(),
             "parent": os.getpid(),
             "settings": settings,
+            # apart from the settings, whose dump masks secrets
+            "handoff_secret": self._handoff_secret_hex(),
         }
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, SPEC_ENV: json.dumps(spec)}
         process = subprocess.Popen([self.python, "-c", WORKER_MAIN], env=env, pass_fds=(pool.listener.fileno(),))
@@ -174,6 +179,10 @@ class Supervisor:
         self.workers[process.pid] = worker
         log.info("pool %s: started worker %d (slot %d, generation %d)", pool.name, process.pid, slot, self.generation)
         return worker
+
+    def _handoff_secret_hex(self) -> str:
+        configured = self.settings.handoff_secret
+        return configured.get_secret_value().encode().hex() if configured is not None else self._handoff_secret
 
     def _reap(self) -> None:
         for pid, worker in list(self.workers.items()):

@@ -24,11 +24,13 @@ import gevent
 from gevent.event import Event
 
 from ..app import App
+from ..handoff import HandoffSigner
 from ..metrics import PoolMetrics
 from ..session import SessionSettings
 from ..settings import PoolSettings, Settings
 from ..transport import OutboundServer
-from .admission import Admission, refuse
+from ..transport.peers import PeerFilter
+from .admission import Admission, Reason, refuse
 from .slots import HEARTBEAT_MS, STATE, SlotState, SlotTable, now_ms
 
 log = logging.getLogger("esl_app.pools")
@@ -39,14 +41,25 @@ EXIT_BOOT_FAILED = 3
 
 class _CallSocket:
     """The accepted socket, noting when the first call-control command (``sendmsg``) is written:
-    the call's setup latency, from the accept. After that, calls go straight to the socket."""
+    the call's setup latency, from the accept. After that, calls go straight to the socket.
 
-    __slots__ = ("_accepted_at", "_setup", "_sock", "close", "fileno", "recv", "sendall", "setsockopt", "shutdown")
+    It also carries what the door decided: ``window``, the calls-per-second window the call was
+    counted in; ``refused``, a refusal the door put off until the connect reply shows whether the
+    connection is a hand-off's second leg (which is admitted) or a new call (which is refused)."""
 
-    def __init__(self, sock: Any, accepted_at: float, setup: Any) -> None:
+    __slots__ = (
+        "_accepted_at", "_setup", "_sock", "close", "fileno", "recv", "refused", "sendall", "setsockopt", "shutdown",
+        "window",
+    )  # fmt: skip
+
+    def __init__(
+        self, sock: Any, accepted_at: float, setup: Any, *, window: int = 0, refused: Reason | None = None
+    ) -> None:
         self._sock = sock
         self._accepted_at = accepted_at
         self._setup = setup
+        self.window = window
+        self.refused = refused
         self.recv = sock.recv
         self.close = sock.close
         self.shutdown = sock.shutdown
@@ -57,7 +70,7 @@ class _CallSocket:
     def _first_sendall(self, data: bytes) -> None:
         if data.startswith(b"sendmsg"):
             self.sendall = self._sock.sendall
-            if self._setup is not None:
+            if self._setup is not None and self.refused is None:
                 self._setup.observe(time.perf_counter() - self._accepted_at)
         self._sock.sendall(data)
 
@@ -81,6 +94,7 @@ class PoolWorker:
         metrics: PoolMetrics | None = None,
         parent_pid: int | None = None,
         heartbeat: float = 1.0,
+        peers: PeerFilter | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -94,8 +108,9 @@ class PoolWorker:
         self.parent_pid = parent_pid
         self.heartbeat = heartbeat
         self.server = OutboundServer(
-            self._run, pool.host, pool.port, backlog=pool.backlog, listener=listener, door=self._door
-        )
+            self._run, pool.host, pool.port, backlog=pool.backlog, listener=listener, door=self._door,
+            peers=peers, on_denied=metrics.peer_denied if metrics is not None else None,
+        )  # fmt: skip
         self.stopped = Event()
         self._beat: gevent.Greenlet | None = None
         self._refused_since_log = 0
@@ -111,6 +126,7 @@ class PoolWorker:
         return self.admission.active
 
     def start(self) -> None:
+        self.app.before_hand_off = self.admission.handing_off
         self.app.startup()
         self.server.start()
         self.slots.set(self.slot, HEARTBEAT_MS, now_ms())
@@ -121,18 +137,45 @@ class PoolWorker:
     # -- the door (runs in the accept callback: never blocks) ------------------------------------
     def _door(self, sock: Any, address: tuple[str, int]) -> Any:
         accepted_at = time.perf_counter()
-        reason = self.admission.admit()
+        admission = self.admission
+        reason = admission.admit()
+        metrics = self.metrics
         if reason is not None:
+            if reason != "draining" and admission.handoff_in_flight():
+                # this may be the second leg of a call the pool handed off (and so admitted already):
+                # the connect reply will tell (``_after_connect``); a new call is refused then
+                return _CallSocket(sock, accepted_at, None, refused=reason)
             refuse(sock, reason)
-            if self.metrics is not None:
-                self.metrics.refused(reason, time.perf_counter() - accepted_at)
+            if metrics is not None:
+                metrics.refused(reason, time.perf_counter() - accepted_at)
             self._note_refusal(reason)
             return None
-        if self.metrics is None:
-            return sock
-        self.metrics.accepted.inc()
-        self.metrics.active.inc()
-        return _CallSocket(sock, accepted_at, self.metrics.setup)
+        if metrics is None:
+            return _CallSocket(sock, accepted_at, None, window=admission.window)
+        metrics.accepted.inc()
+        metrics.active.inc()
+        return _CallSocket(sock, accepted_at, metrics.setup, window=admission.window)
+
+    def _after_connect(self, sock: _CallSocket, resumed: bool) -> str | None:
+        """The connect reply is in: ``resumed`` says whether the connection is a hand-off's second
+        leg (``App.handle``). Returns the reason to refuse it, or None to go on."""
+        reason = sock.refused
+        if reason is None:
+            if resumed:  # admitted and counted in the rate at accept: its first leg was counted
+                self.admission.uncount_rate(sock.window)
+            return None
+        metrics = self.metrics
+        if resumed:
+            sock.refused = None
+            self.admission.admit_resumed(reason)
+            if metrics is not None:
+                metrics.accepted.inc()
+                metrics.active.inc()
+            return None
+        if metrics is not None:
+            metrics.refused(reason, time.perf_counter() - sock._accepted_at)
+        self._note_refusal(reason)
+        return reason
 
     def _note_refusal(self, reason: str) -> None:
         # one line per second at most: a flood must not turn into a flood of log lines
@@ -147,12 +190,18 @@ class PoolWorker:
             self._last_refusal_log = now
 
     def _run(self, sock: Any, address: tuple[str, int]) -> None:
+        if not isinstance(sock, _CallSocket):  # the door failed and let the call in (transport.server)
+            sock = _CallSocket(sock, time.perf_counter(), None)
         try:
-            self.app.handle(sock, address, pool=self.name, expected_mode=self.pool.socket_mode)
+            self.app.handle(
+                sock, address, pool=self.name, expected_mode=self.pool.socket_mode,
+                admit=lambda resumed: self._after_connect(sock, resumed),
+            )  # fmt: skip
         finally:
-            self.admission.release()
-            if self.metrics is not None:
-                self.metrics.active.dec()
+            if sock.refused is None:  # counted in (at the door, or as a hand-off's second leg)
+                self.admission.release()
+                if self.metrics is not None:
+                    self.metrics.active.dec()
 
     # -- life ------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -219,6 +268,7 @@ def main() -> int:
         app = load_app(spec["app"])
         app.max_calls = None  # admission is the pool's door
         app.handoff_extension = settings.handoff_extension
+        app.handoff = HandoffSigner(bytes.fromhex(spec["handoff_secret"]))  # the pool's: any worker recognises
         metrics = PoolMetrics(name)
         from .. import metrics as metrics_module
 
@@ -226,7 +276,7 @@ def main() -> int:
         app.observer = metrics
         worker = PoolWorker(
             app, name, pool, session_settings=settings.session(), slots=slots, slot=slot,
-            listener=listener, metrics=metrics, parent_pid=spec.get("parent"),
+            listener=listener, metrics=metrics, parent_pid=spec.get("parent"), peers=settings.peer_filter(name),
         )  # fmt: skip
         worker.start()
     except Exception:

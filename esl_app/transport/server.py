@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from gevent.event import Event
 from gevent.server import StreamServer
 
 from .memory import IdleTrimmer
+from .peers import PeerFilter
 
 log = logging.getLogger("esl_app.transport")
 
@@ -26,6 +28,8 @@ Handler = Callable[[Any, tuple[str, int]], None]
 # Admission hook: called in the accept callback (must not block). Returns the socket to hand to the
 # handler (possibly wrapped), or None when it has refused the call and taken care of the socket.
 Door = Callable[[Any, tuple[str, int]], Any]
+# Told of each connection closed at accept because its peer is not on the allow-list (e.g. a metric).
+Denied = Callable[[str], None]
 
 
 def listen_socket(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> socket.socket:
@@ -45,22 +49,30 @@ def listen_socket(host: str, port: int, backlog: int, *, reuse_port: bool = Fals
 
 
 class _Server(StreamServer):
-    """StreamServer whose ``do_handle`` (run in the accept callback) first asks the door."""
+    """StreamServer whose ``do_handle`` (run in the accept callback) first checks who is calling
+    (``peers``), then asks the door."""
 
     door: Door | None = None
+    peers: PeerFilter | None = None
+    deny: Callable[[Any, str], None] | None = None
 
     def do_handle(self, *args: Any) -> None:
-        door = self.door
-        if door is not None:
+        peers, door = self.peers, self.door
+        if peers is not None or door is not None:
             sock, address = args
-            try:
-                admitted = door(sock, address)
-            except Exception:
-                log.exception("admission failed for %s; the call is admitted", address)
-                admitted = sock
-            if admitted is None:
+            if peers is not None and not peers.allows(address[0]):
+                assert self.deny is not None
+                self.deny(sock, address[0])
                 return
-            args = (admitted, address)
+            if door is not None:
+                try:
+                    admitted = door(sock, address)
+                except Exception:
+                    log.exception("admission failed for %s; the call is admitted", address)
+                    admitted = sock
+                if admitted is None:
+                    return
+                args = (admitted, address)
         super().do_handle(*args)
 
 
@@ -76,7 +88,11 @@ class OutboundServer:
         reuse_port: bool = False,
         listener: socket.socket | None = None,
         door: Door | None = None,
+        peers: PeerFilter | None = None,
+        on_denied: Denied | None = None,
     ) -> None:
+        """``peers``: who may connect (None: anybody); others are closed at accept, before any byte
+        is written, and reported to ``on_denied``. ``door``: admission, after that check."""
         self.handler = handler
         self.host = host
         self.port = port
@@ -85,6 +101,11 @@ class OutboundServer:
         self.reuse_port = reuse_port
         self.listener = listener  # an already bound and listening socket (shared by a pool's workers)
         self.door = door
+        self.peers = peers
+        self.on_denied = on_denied
+        self.denied = 0
+        self._denied_since_log = 0
+        self._last_denied_log = 0.0
         self._server: StreamServer | None = None
         self._calls: set[gevent.Greenlet] = set()
         self.trimmer = IdleTrimmer()  # RSS back to the OS after a burst of calls ended
@@ -111,6 +132,8 @@ class OutboundServer:
             self.listener.setblocking(False)
         server = _Server(self.listener or self._listener(), self._handle, spawn=self._spawn)
         server.door = self.door
+        server.peers = self.peers
+        server.deny = self._deny
         server.max_accept = self.max_accept
         server.start()
         self._server = server
@@ -120,6 +143,28 @@ class OutboundServer:
         if self._server is None:
             self.start()
         self._stopped.wait()
+
+    def _deny(self, sock: Any, host: str) -> None:
+        """Close a connection from a peer not on the allow-list: nothing written, so the switch sees
+        the socket close and goes on with its dialplan (its fallback)."""
+        with contextlib.suppress(OSError):
+            sock.close()
+        self.denied += 1
+        if self.on_denied is not None:
+            try:
+                self.on_denied(host)
+            except Exception:
+                log.exception("counting a denied connection failed")
+        # one line per second at most: a scan must not become a flood of log lines
+        self._denied_since_log += 1
+        now = time.monotonic()
+        if now - self._last_denied_log >= 1.0:
+            log.warning(
+                "closed %d connection(s) from peers not allowed to connect (latest %s; allowed: %s)",
+                self._denied_since_log, host, self.peers.describe() if self.peers else "any",
+            )  # fmt: skip
+            self._denied_since_log = 0
+            self._last_denied_log = now
 
     def _spawn(self, func: Callable[..., None], *args: Any) -> gevent.Greenlet:
         greenlet = gevent.spawn(func, *args)

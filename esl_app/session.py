@@ -94,8 +94,8 @@ class Session:
     __slots__ = (
         "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_waiters", "answered", "channel_data",
         "closed", "connection", "events_received", "full", "hangup_by", "hangup_cause", "hangup_complete",
-        "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "settings", "transferred",
-        "uuid", "waker",
+        "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "other_leg", "settings",
+        "transferred", "uuid", "waker",
     )  # fmt: skip
 
     def __init__(
@@ -122,6 +122,7 @@ class Session:
         self.hangup_cause: str | None = None
         self.hangup_by: Literal["app", "peer"] | None = None
         self.hangup_complete_event: Event | None = None
+        self.other_leg: str | None = None  # the bridged B-leg's uuid, between CHANNEL_BRIDGE and UNBRIDGE
         self.hung_up = Flag()
         self.hangup_complete = Flag()
         self.closed = Flag()
@@ -483,8 +484,10 @@ class Session:
         """After a verb's timeout: stop the application so later commands (the hangup too) can run.
 
         Executes carry ``event-lock``, so nothing queued behind a running application runs before it
-        ends (spec 2.4). ``api uuid_break`` stops media applications at once (transcript 10); what it
-        cannot stop (park, bridge, conference) is ended with ``api uuid_kill``. A static socket runs
+        ends (spec 2.4). ``api uuid_break`` stops media applications at once (transcript 10). An answered
+        bridge ends when its B-leg is killed, and the call stays ours (``hangup_after_bridge=false``).
+        What neither stops (park, conference, a bridge still ringing) is ended with ``api uuid_kill``
+        of the call itself. A static socket runs
         the application inline and reads nothing meanwhile, and a socket without ``full`` cannot send
         ``api``: the connection is closed, freeing this side at once (the dialplan goes on once the
         application ends). Every step is bounded by command_timeout and stop_wait.
@@ -497,8 +500,11 @@ class Session:
             self.connection.close(ConnectionClosed(f"{app} timed out"))
             return
         settings = self.settings
-        for command, cause in (("uuid_break", None), ("uuid_kill", "NORMAL_TEMPORARY_FAILURE")):
-            args = (self.uuid, cause) if cause else (self.uuid,)
+        steps: list[tuple[str, tuple[str, ...], bool]] = [("uuid_break", (self.uuid,), False)]
+        if app == "bridge" and self.other_leg:
+            steps = [("uuid_kill", (self.other_leg, "ALLOTTED_TIMEOUT"), False)]
+        steps.append(("uuid_kill", (self.uuid, "NORMAL_TEMPORARY_FAILURE"), True))
+        for command, args, ends_call in steps:
             try:
                 frame = self.connection.request(commands.api(command, *args), settings.command_timeout)
             except ConnectionClosed:
@@ -507,11 +513,11 @@ class Session:
                 log.error("%s: no reply to %s: closing the connection", self.uuid, command)
                 self.connection.close(ConnectionClosed(f"no reply to {command}"))
                 return
-            log.warning("%s: %s timed out: %s -> %s", self.uuid, app, command, frame.reply_text.strip())
+            log.warning("%s: %s timed out: %s %s -> %s", self.uuid, app, command, args[0], frame.reply_text.strip())
             with self.waker if self.settings.waker.enabled else contextlib.nullcontext():
-                gone = waiter.result if cause is None else self.hung_up
+                gone = self.hung_up if ends_call else waiter.result
                 gevent.wait([gone, self.closed], timeout=settings.stop_wait, count=1)
-            if (cause is None and waiter.result.ready()) or self.hung_up.is_set() or self.connection.closed:
+            if (not ends_call and waiter.result.ready()) or self.hung_up.is_set() or self.connection.closed:
                 return
         log.error("%s: %s still running after uuid_kill: closing the connection", self.uuid, app)
         self.connection.close(ConnectionClosed(f"{app} could not be stopped"))
@@ -559,6 +565,10 @@ class Session:
                     self._digits().put(digit)
             elif name == "CHANNEL_ANSWER":
                 self.answered = True
+            elif name == "CHANNEL_BRIDGE":
+                self.other_leg = event.get("Bridge-B-Unique-ID") or event.get("Other-Leg-Unique-ID")
+            elif name == "CHANNEL_UNBRIDGE":
+                self.other_leg = None
             elif name == "CHANNEL_HANGUP":
                 self._mark_hangup(event.get("Hangup-Cause"))
             elif name == "CHANNEL_HANGUP_COMPLETE":

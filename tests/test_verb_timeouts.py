@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import gevent
-import pytest
 
 from esl_app import App, Call
 from esl_app.errors import CommandTimeout
@@ -89,24 +88,44 @@ def test_a_caught_gather_timeout_leaves_the_call_usable():
     assert record.hangup_cause == "NORMAL_CLEARING" and record.hung_up_by == "app"
 
 
-@pytest.mark.parametrize("app_name", ["park", "bridge"])
-def test_an_application_uuid_break_cannot_stop_is_killed(app_name: str):
-    """park and an answered bridge ignore uuid_break (they never test CF_BREAK): the call is killed."""
+def test_park_ignores_uuid_break_so_the_call_is_killed():
+    """park never tests CF_BREAK (switch_ivr_park): after stop_wait the call is killed."""
     app = App("t", settings())
 
     @app.route("1000")
     def flow(call: Call) -> None:
         call.answer()
-        if app_name == "park":
-            call.execute("park", timeout=0.3)
-        else:
-            call.bridge("user/2000", call_timeout=0.3)
+        call.execute("park", timeout=0.3)
 
-    record, hung_up = place(app, CallScript(app_seconds={"bridge": LONG}))
+    record, hung_up = place(app, CallScript())
     assert hung_up < BOUND, f"the call was hung up {hung_up:.1f} s after it started"
-    assert [c.split()[0] for c in record.api_commands] == ["uuid_break", "uuid_kill"]
+    assert record.api_commands == [f"uuid_break {record.uuid}", f"uuid_kill {record.uuid} NORMAL_TEMPORARY_FAILURE"]
     assert record.hung_up_by == "app" and record.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
     assert not record.continued_in_dialplan  # before: the socket closed with the call left parked
+
+
+def test_bridge_call_timeout_ends_the_bridge_and_keeps_the_caller():
+    """An answered bridge past call_timeout: its B-leg is killed, the A-leg comes back to the flow."""
+    app = App("t", settings())
+    outcome: list[str] = []
+
+    @app.route("1000")
+    def flow(call: Call) -> None:
+        call.answer()
+        try:
+            call.bridge("user/2000", call_timeout=0.3)
+        except CommandTimeout:
+            outcome.append("timeout")
+        call.playback("ivr/call-ended.wav")
+
+    record, hung_up = place(app, CallScript(app_seconds={"bridge": LONG}))
+    assert outcome == ["timeout"]
+    assert hung_up < BOUND, f"the call was hung up {hung_up:.1f} s after it started"
+    b_leg = record.variables["bridge_uuid"]
+    assert record.api_commands == [f"uuid_kill {b_leg} ALLOTTED_TIMEOUT"]
+    assert record.variables["last_bridge_hangup_cause"] == "ALLOTTED_TIMEOUT"
+    assert record.verbs[-2:] == ["bridge", "playback"]
+    assert record.hung_up_by == "app" and record.hangup_cause == "NORMAL_CLEARING"
 
 
 def test_static_socket_timeout_frees_the_flow_at_once():

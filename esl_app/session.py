@@ -463,7 +463,7 @@ class Session:
         if self.connection.closed:
             raise self._ended()
         if self._busy or not self.uuid:
-            return  # static socket running an application inline: nothing would be read (spec 2.4)
+            return  # the listener is running an api or a static socket's application: no answer yet
         timeout = self.settings.liveness_timeout
         try:
             frame = self.connection.request(commands.api("uuid_exists", self.uuid), timeout)
@@ -487,10 +487,10 @@ class Session:
         ends (spec 2.4). ``api uuid_break`` stops media applications at once (transcript 10). An answered
         bridge ends when its B-leg is killed, and the call stays ours (``hangup_after_bridge=false``).
         What neither stops (park, conference, a bridge still ringing) is ended with ``api uuid_kill``
-        of the call itself. A static socket runs
-        the application inline and reads nothing meanwhile, and a socket without ``full`` cannot send
-        ``api``: the connection is closed, freeing this side at once (the dialplan goes on once the
-        application ends). Every step is bounded by command_timeout and stop_wait.
+        of the call itself. A static socket runs the application inline and reads nothing meanwhile,
+        and a socket without ``full`` cannot send ``api``: the connection is closed, freeing this side
+        at once (the dialplan goes on once the application ends). Every step is bounded by
+        command_timeout and stop_wait; docs/failures.md.
         """
         if self.connection.closed or self.hung_up.is_set() or self.transferred:
             return

@@ -445,16 +445,21 @@ class Session:
         deadline = None if timeout is None else loop.now() + timeout
         while True:
             step = interval if deadline is None else min(interval, max(0.0, deadline - loop.now()))
+            timer = gevent.Timeout(step)  # our own, so a flow's outer gevent.Timeout is never taken for it
+            timer.start()
             try:
-                return result.get(timeout=step)
-            except gevent.Timeout:
-                if deadline is not None and loop.now() >= deadline:
+                return result.get()
+            except gevent.Timeout as exc:
+                # the flow's own timeout ends the wait as in _get; ours only ends one probing interval
+                if exc is not timer or (deadline is not None and loop.now() >= deadline):
                     limit = reported if reported is not None else timeout
                     raise CommandTimeout(
                         f"{self.uuid or self.name}: {what} did not complete within {limit} s"
                     ) from None
             except ConnectionClosed:
                 raise self._ended() from None
+            finally:
+                timer.close()
             self._check_alive()
 
     def _check_alive(self) -> None:

@@ -150,3 +150,26 @@ def test_static_socket_timeout_frees_the_flow_at_once():
     assert len(ended) == 2 and ended[1] < BOUND, f"the flow let go of the call after {ended} s"
     assert record.verbs == ["playback"]
     assert record.continued_in_dialplan and record.closed_by == "app"
+
+
+def test_a_flows_own_gevent_timeout_also_stops_the_application():
+    """A bound the flow sets itself around a verb ends the wait (as CommandTimeout, as before) and
+    stops the application too, so the flow's next command runs at once."""
+    app = App("t", settings())
+    outcome: list[str] = []
+
+    @app.route("1000")
+    def flow(call: Call) -> None:
+        call.answer()
+        try:
+            with gevent.Timeout(0.5):
+                call.playback("ivr/long.wav")  # execute_timeout 3600 s: the probing wait
+        except CommandTimeout:
+            outcome.append("timeout")
+        call.hangup("NORMAL_CLEARING")
+
+    record, hung_up = place(app, CallScript(app_seconds={"playback": LONG}))
+    assert outcome == ["timeout"]
+    assert hung_up < BOUND, f"the call was hung up {hung_up:.1f} s after it started"
+    assert record.api_commands == [f"uuid_break {record.uuid}"]
+    assert record.hung_up_by == "app" and record.hangup_cause == "NORMAL_CLEARING"

@@ -445,21 +445,21 @@ class Session:
         deadline = None if timeout is None else loop.now() + timeout
         while True:
             step = interval if deadline is None else min(interval, max(0.0, deadline - loop.now()))
-            timer = gevent.Timeout(step)  # our own, so a flow's outer gevent.Timeout is never taken for it
-            timer.start()
             try:
-                return result.get()
-            except gevent.Timeout as exc:
-                # the flow's own timeout ends the wait as in _get; ours only ends one probing interval
-                if exc is not timer or (deadline is not None and loop.now() >= deadline):
-                    limit = reported if reported is not None else timeout
-                    raise CommandTimeout(
-                        f"{self.uuid or self.name}: {what} did not complete within {limit} s"
-                    ) from None
-            except ConnectionClosed:
-                raise self._ended() from None
-            finally:
-                timer.close()
+                # wait() times out quietly, so a gevent.Timeout here is the flow's own bound: it ends
+                # the wait as in _get, while the end of an interval only leads to a probe
+                result.wait(step)
+            except gevent.Timeout:
+                limit = reported if reported is not None else timeout
+                raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s") from None
+            if result.ready():
+                try:
+                    return result.get()
+                except ConnectionClosed:
+                    raise self._ended() from None
+            if deadline is not None and loop.now() >= deadline:
+                limit = reported if reported is not None else timeout
+                raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s")
             self._check_alive()
 
     def _check_alive(self) -> None:

@@ -421,7 +421,8 @@ class App:
             return
         try:
             if not call.answered:
-                call.respond(503)
+                # bounded: an error path must not wait an execute_timeout for its own cleanup
+                call.respond(503, timeout=call.session.settings.cleanup_timeout)
             call.hangup("NORMAL_TEMPORARY_FAILURE")
         except EslAppError as exc:
             log.warning("%s: could not end the call after the error: %s", call.uuid, exc)

@@ -23,6 +23,7 @@ from gevent.queue import Empty, Queue
 from .errors import CallHangup, CallTransferred, CommandError, CommandTimeout, ConnectionClosed
 from .protocol import Event, Expand, Frame, FrameKind, Headers, ProtocolError, commands
 from .transport import Connection
+from .transport.keepalive import KeepaliveSettings, enable_keepalive
 from .transport.waker import Waker, WakerSettings
 
 log = logging.getLogger("esl_app.session")
@@ -39,6 +40,18 @@ class SessionSettings:
     linger_seconds: int | None = 10  # None: no linger (hangup events may then be cut, spec 2.6)
     hangup_wait: float = 2.0  # after the flow: how long to wait for CHANNEL_HANGUP_COMPLETE
     write_timeout: float = 10.0
+    # after a verb's timeout the application is stopped (api uuid_break); if its completion has not
+    # come this long after, the call is killed (api uuid_kill): an event-locked application would
+    # otherwise hold every later command, the hangup included, until it ends by itself (spec 2.4)
+    stop_wait: float = 2.0
+    # a flow ending with an error: the bound for each of its cleanup commands (respond 503, hangup)
+    cleanup_timeout: float = 5.0
+    # every wait longer than this asks FreeSWITCH ``api uuid_exists``; no reply within
+    # liveness_timeout closes the connection (a hung or unreachable switch frees the call's slot);
+    # None: no probes (TCP keepalive still detects a dead host)
+    liveness_interval: float | None = 30.0
+    liveness_timeout: float = 10.0
+    keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     waker: WakerSettings = field(default_factory=WakerSettings)  # async sockets only
 
 
@@ -79,10 +92,10 @@ class BackgroundJob:
 class Session:
     # a held call is mostly its raw connect reply and these objects: no per-instance dict
     __slots__ = (
-        "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_waiters", "answered", "channel_data", "closed",
-        "connection", "events_received", "full", "hangup_by", "hangup_cause", "hangup_complete",
-        "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "settings", "transferred",
-        "uuid", "waker",
+        "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_waiters", "answered", "channel_data",
+        "closed", "connection", "events_received", "full", "hangup_by", "hangup_cause", "hangup_complete",
+        "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "other_leg", "settings",
+        "transferred", "uuid", "waker",
     )  # fmt: skip
 
     def __init__(
@@ -109,6 +122,7 @@ class Session:
         self.hangup_cause: str | None = None
         self.hangup_by: Literal["app", "peer"] | None = None
         self.hangup_complete_event: Event | None = None
+        self.other_leg: str | None = None  # the bridged B-leg's uuid, between CHANNEL_BRIDGE and UNBRIDGE
         self.hung_up = Flag()
         self.hangup_complete = Flag()
         self.closed = Flag()
@@ -117,6 +131,9 @@ class Session:
         self._event_waiters: list[tuple[Callable[[Event], bool], AsyncResult]] = []
         self._dtmf: Queue | None = None  # made on the first digit or DTMF wait (a Queue is ~2.5 kB per call)
         self._jobs_subscribed = False
+        # commands that keep FreeSWITCH's listener from reading (an api runs on it, a static socket's
+        # execute runs inline on it: spec 2.4, 4.1); a liveness probe would wait behind them
+        self._busy = 0
         self.events_received = 0
         self.waker = Waker(self.connection, self.settings.waker)
 
@@ -124,6 +141,8 @@ class Session:
     def connect(self) -> Headers:
         """``connect``, ``myevents`` and ``linger`` pipelined; returns the channel data."""
         settings = self.settings
+        # a crashed or unreachable switch host answers nothing, not even a FIN: let TCP find out
+        enable_keepalive(self.connection.sock, settings.keepalive)
         self.connection.start()
         try:
             connected = self.connection.send(commands.CONNECT)
@@ -178,8 +197,13 @@ class Session:
             self._waiters[app_uuid] = waiter  # registered before writing (spec 3.4)
         started = gevent.get_hub().loop.now()
         outcome = "error"
+        replied = False
         try:
             reply = self._send(data)
+            if self.mode == "static":
+                # the application runs inline on the listener's thread until its reply (spec 2.4)
+                self._busy += 1
+                reply.rawlink(self._listener_free)
             if wait == "none":
                 # don't wait even for '+OK': on a static socket it only comes after the application
                 # finished (greenswitch G14); a refusal is still reported, in the log
@@ -187,16 +211,17 @@ class Session:
                 outcome = "ok"
                 return None
             # on a static socket the reply itself only comes when the application is done (spec 2.4)
-            frame = self._get(reply, deadline, app)
+            frame = self._get(reply, deadline, app, probe=True)
+            replied = True
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
             if self.mode == "async" and self.settings.waker.enabled:
                 # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9)
                 with self.waker:
-                    event = self._get(waiter.result, remaining, app, reported=deadline)
+                    event = self._get(waiter.result, remaining, app, reported=deadline, probe=True)
             else:
-                event = self._get(waiter.result, remaining, app, reported=deadline)
+                event = self._get(waiter.result, remaining, app, reported=deadline, probe=True)
             outcome = "ok"
             return event
         except CallHangup:
@@ -204,6 +229,8 @@ class Session:
             raise
         except CommandTimeout:
             outcome = "timeout"
+            if wait == "complete":
+                self._stop_application(app, waiter, replied)
             raise
         finally:
             self._waiters.pop(app_uuid, None)
@@ -224,9 +251,10 @@ class Session:
     def api(self, command: str, *args: str, timeout: float | None = None) -> str:
         """``api`` (blocks FreeSWITCH's listener for this socket until it returns, spec 4.1)."""
         self._check_open()
-        frame = self._get(
-            self._send(commands.api(command, *args)), timeout or self.settings.command_timeout, command
-        )
+        reply = self._send(commands.api(command, *args))
+        self._busy += 1  # FreeSWITCH's listener runs it: no probe could be answered meanwhile (spec 4.1)
+        reply.rawlink(self._listener_free)
+        frame = self._get(reply, timeout or self.settings.command_timeout, command)
         if frame.kind is FrameKind.REPLY:  # a gated socket answers api with a command/reply (spec 4.1)
             raise CommandError(f"api {command}", frame.reply_text)
         return frame.reply_text
@@ -280,10 +308,18 @@ class Session:
     def next_dtmf(self, timeout: float) -> str | None:
         """The next digit from DTMF events, or None after ``timeout`` seconds."""
         self.raise_if_gone()
-        try:
-            item = self._digits().get(timeout=timeout)
-        except Empty:
-            return None
+        digits = self._digits()
+        interval = self.settings.liveness_interval
+        while True:
+            step = timeout if interval is None else min(timeout, interval)
+            try:
+                item = digits.get(timeout=step)
+                break
+            except Empty:
+                timeout -= step
+                if timeout <= 0:
+                    return None
+                self._check_alive()
         if item is _HANGUP:
             self._dtmf.put(_HANGUP)
             raise self._ended()
@@ -306,13 +342,29 @@ class Session:
         entry = (predicate, AsyncResult())
         self._event_waiters.append(entry)
         try:
-            return self._get(entry[1], timeout, "event")
+            return self._get(entry[1], timeout, "event", probe=True)
         finally:
             if entry in self._event_waiters:
                 self._event_waiters.remove(entry)
 
     def wait_for_hangup(self, timeout: float | None = None) -> bool:
-        return self.hung_up.wait(timeout)
+        """True once the call is down; False after ``timeout`` (None: no limit, but a switch that stops
+        answering liveness probes ends the wait, and the call, within about liveness_interval)."""
+        interval = self.settings.liveness_interval
+        if interval is None:
+            return self.hung_up.wait(timeout)
+        loop = gevent.get_hub().loop
+        deadline = None if timeout is None else loop.now() + timeout
+        while True:
+            step = interval if deadline is None else min(interval, max(0.0, deadline - loop.now()))
+            if self.hung_up.wait(step):
+                return True
+            if deadline is not None and loop.now() >= deadline:
+                return False
+            try:
+                self._check_alive()
+            except (CallHangup, CallTransferred):
+                return self.hung_up.is_set() or self.connection.closed
 
     def raise_if_gone(self) -> None:
         if self.hung_up.is_set() or self.transferred or self.connection.closed:
@@ -356,6 +408,7 @@ class Session:
         frame = result.value if result.successful() else None
         if frame is not None and not frame.ok:
             log.warning("%s: execute %s refused: %s", self.uuid, app, frame.reply_text)
+
     def _ended(self) -> CallHangup | CallTransferred:
         if self.transferred and not self.hung_up.is_set():
             return CallTransferred("the call was transferred out of this application")
@@ -376,7 +429,18 @@ class Session:
         assert result is not None
         return result
 
-    def _get(self, result: AsyncResult, timeout: float | None, what: str, reported: float | None = None) -> Any:
+    def _get(
+        self,
+        result: AsyncResult,
+        timeout: float | None,
+        what: str,
+        reported: float | None = None,
+        *,
+        probe: bool = False,
+    ) -> Any:
+        interval = self.settings.liveness_interval
+        if probe and interval is not None and (timeout is None or timeout > interval):
+            return self._get_probing(result, timeout, what, reported, interval)
         try:
             return result.get(timeout=timeout)
         except gevent.Timeout:
@@ -384,6 +448,99 @@ class Session:
             raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s") from None
         except ConnectionClosed:
             raise self._ended() from None
+
+    def _get_probing(
+        self, result: AsyncResult, timeout: float | None, what: str, reported: float | None, interval: float
+    ) -> Any:
+        """A long wait: every ``interval`` seconds without an answer, check that FreeSWITCH is alive."""
+        loop = gevent.get_hub().loop
+        deadline = None if timeout is None else loop.now() + timeout
+        while True:
+            step = interval if deadline is None else min(interval, max(0.0, deadline - loop.now()))
+            try:
+                # wait() times out quietly, so a gevent.Timeout here is the flow's own bound: it ends
+                # the wait as in _get, while the end of an interval only leads to a probe
+                result.wait(step)
+            except gevent.Timeout:
+                limit = reported if reported is not None else timeout
+                raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s") from None
+            if result.ready():
+                try:
+                    return result.get()
+                except ConnectionClosed:
+                    raise self._ended() from None
+            if deadline is not None and loop.now() >= deadline:
+                limit = reported if reported is not None else timeout
+                raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s")
+            self._check_alive()
+
+    def _check_alive(self) -> None:
+        """``api uuid_exists``: no reply within liveness_timeout closes the connection (the switch host
+        is gone or hung); ``false`` means the call ended without an event saying so. Raises CallEnded."""
+        if self.connection.closed:
+            raise self._ended()
+        if self._busy or not self.uuid:
+            return  # the listener is running an api or a static socket's application: no answer yet
+        timeout = self.settings.liveness_timeout
+        try:
+            frame = self.connection.request(commands.api("uuid_exists", self.uuid), timeout)
+        except ConnectionClosed:
+            raise self._ended() from None
+        except CommandTimeout:
+            log.error("%s: FreeSWITCH did not answer a liveness probe within %s s: closing the connection",
+                      self.uuid, timeout)  # fmt: skip
+            self.connection.close(ConnectionClosed(f"no answer to a liveness probe within {timeout} s"))
+            raise self._ended() from None
+        # without 'full' the probe is refused, but any reply shows the switch is alive
+        if frame.kind is FrameKind.API and frame.reply_text.strip() == "false":
+            log.warning("%s: the channel no longer exists on FreeSWITCH", self.uuid)
+            self._mark_hangup(None)
+            raise self._ended()
+
+    def _stop_application(self, app: str, waiter: _Waiter, replied: bool) -> None:
+        """After a verb's timeout: stop the application so later commands (the hangup too) can run.
+
+        Executes carry ``event-lock``, so nothing queued behind a running application runs before it
+        ends (spec 2.4). ``api uuid_break`` stops media applications at once (transcript 10). An answered
+        bridge ends when its B-leg is killed, and the call stays ours (``hangup_after_bridge=false``).
+        What neither stops (park, conference, a bridge still ringing) is ended with ``api uuid_kill``
+        of the call itself. A static socket runs the application inline and reads nothing meanwhile,
+        and a socket without ``full`` cannot send ``api``: the connection is closed, freeing this side
+        at once (the dialplan goes on once the application ends). Every step is bounded by
+        command_timeout and stop_wait; docs/failures.md.
+        """
+        if self.connection.closed or self.hung_up.is_set() or self.transferred:
+            return
+        if not replied or self.mode == "static" or not self.full:
+            why = "no reply to the execute" if not replied else "it cannot be stopped over this socket"
+            log.warning("%s: %s timed out and %s: closing the connection", self.uuid, app, why)
+            self.connection.close(ConnectionClosed(f"{app} timed out"))
+            return
+        settings = self.settings
+        steps: list[tuple[str, tuple[str, ...], bool]] = [("uuid_break", (self.uuid,), False)]
+        if app == "bridge" and self.other_leg:
+            steps = [("uuid_kill", (self.other_leg, "ALLOTTED_TIMEOUT"), False)]
+        steps.append(("uuid_kill", (self.uuid, "NORMAL_TEMPORARY_FAILURE"), True))
+        for command, args, ends_call in steps:
+            try:
+                frame = self.connection.request(commands.api(command, *args), settings.command_timeout)
+            except ConnectionClosed:
+                return
+            except CommandTimeout:
+                log.error("%s: no reply to %s: closing the connection", self.uuid, command)
+                self.connection.close(ConnectionClosed(f"no reply to {command}"))
+                return
+            log.warning("%s: %s timed out: %s %s -> %s", self.uuid, app, command, args[0], frame.reply_text.strip())
+            with self.waker if self.settings.waker.enabled else contextlib.nullcontext():
+                gone = self.hung_up if ends_call else waiter.result
+                gevent.wait([gone, self.closed], timeout=settings.stop_wait, count=1)
+            if (not ends_call and waiter.result.ready()) or self.hung_up.is_set() or self.connection.closed:
+                return
+        log.error("%s: %s still running after uuid_kill: closing the connection", self.uuid, app)
+        self.connection.close(ConnectionClosed(f"{app} could not be stopped"))
+
+    def _listener_free(self, _: AsyncResult) -> None:
+        self._busy -= 1
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.is_event:
@@ -425,6 +582,10 @@ class Session:
                     self._digits().put(digit)
             elif name == "CHANNEL_ANSWER":
                 self.answered = True
+            elif name == "CHANNEL_BRIDGE":
+                self.other_leg = event.get("Bridge-B-Unique-ID") or event.get("Other-Leg-Unique-ID")
+            elif name == "CHANNEL_UNBRIDGE":
+                self.other_leg = None
             elif name == "CHANNEL_HANGUP":
                 self._mark_hangup(event.get("Hangup-Cause"))
             elif name == "CHANNEL_HANGUP_COMPLETE":

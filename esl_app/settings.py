@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from .session import SessionSettings
+from .transport.keepalive import KeepaliveSettings
 from .transport.peers import LOOPBACK, PeerFilter, check_entries, split_entries
 
 # FreeSWITCH addresses and CIDR networks allowed to connect, or "any" (esl_app.transport.peers); from
@@ -84,6 +85,17 @@ class Settings(BaseSettings):
     linger_seconds: int | None = Field(10, ge=1)
     hangup_wait: float = Field(2.0, ge=0)
     write_timeout: float = Field(10.0, gt=0)
+    stop_wait: float = Field(
+        2.0, gt=0, description="after a verb's timeout: how long uuid_break may take before the call is killed"
+    )
+    cleanup_timeout: float = Field(5.0, gt=0, description="bound for each command ending a call after an error")
+    liveness_interval: float | None = Field(
+        30.0, gt=0, description="waits longer than this probe FreeSWITCH (api uuid_exists); None: no probes"
+    )
+    liveness_timeout: float = Field(10.0, gt=0, description="no answer to a probe this long: the connection closes")
+    keepalive_idle: int = Field(10, ge=1, description="TCP keepalive: idle seconds before the first probe")
+    keepalive_interval: int = Field(5, ge=1, description="TCP keepalive: seconds between probes")
+    keepalive_count: int = Field(3, ge=1, description="TCP keepalive: unanswered probes before the peer is dead")
     stop_deadline: float = Field(30.0, ge=0, description="graceful stop: how long active calls may finish")
     log_level: str = "INFO"
     handoff_extension: str = Field(
@@ -164,4 +176,11 @@ class Settings(BaseSettings):
             linger_seconds=self.linger_seconds,
             hangup_wait=self.hangup_wait,
             write_timeout=self.write_timeout,
+            stop_wait=self.stop_wait,
+            cleanup_timeout=self.cleanup_timeout,
+            liveness_interval=self.liveness_interval,
+            liveness_timeout=self.liveness_timeout,
+            keepalive=KeepaliveSettings(
+                idle=self.keepalive_idle, interval=self.keepalive_interval, count=self.keepalive_count
+            ),
         )

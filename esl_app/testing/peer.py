@@ -355,6 +355,7 @@ class _Frame:
     arg: str
     breakable: bool
     broken: bool = False
+    arg_b_leg: str = ""  # bridge: the B-leg's uuid while bridged
 
 
 @dataclass
@@ -522,6 +523,8 @@ class FakeFreeSWITCH:
         self._transferred = False
         self._private: deque[_Message] = deque()
         self._stack: list[_Frame] = []
+        self._bridge_frame: _Frame | None = None  # an answered bridge in progress
+        self._far_cause: str | None = None  # why its B-leg hung up (uuid_kill of the B-leg)
         self._executes_received = 0
         dtmf = self.script.dtmf
         self._attempt_inputs: deque[str] = deque([dtmf] if isinstance(dtmf, str) else dtmf)
@@ -1200,9 +1203,16 @@ class FakeFreeSWITCH:
             self._break(all_apps=len(args) > 1 and args[1].lower() == "all")
             return "+OK\n"
         if command == "uuid_kill":
+            cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
+            if args and self._bridge_frame is not None and args[0] == self._bridge_frame.arg_b_leg:
+                # the bridged B-leg hangs up: the bridge ends, the A-leg goes on (hangup_after_bridge)
+                self._far_cause = cause
+                self._bridge_frame.broken = True
+                self._csig.set()
+                return "+OK\n"
             if not args or not own(args[0]):
                 return "-ERR No such channel!\n"
-            self._hangup(args[1] if len(args) > 1 else "NORMAL_CLEARING", "app")
+            self._hangup(cause, "app")
             return "+OK\n"
         if command == "uuid_answer":
             if not args or not own(args[0]):
@@ -1781,8 +1791,12 @@ class FakeFreeSWITCH:
         ch.set_var("signal_bond", b_uuid)
         bridge_ids: Pairs = [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)]
         self._emit_channel("CHANNEL_BRIDGE", first=bridge_ids)
-        outcome_wait = self._wait_app(frame, runtime)
-        far_cause = "NORMAL_CLEARING"
+        frame.arg_b_leg, self._bridge_frame, self._far_cause = b_uuid, frame, None
+        try:
+            outcome_wait = self._wait_app(frame, runtime)
+        finally:
+            self._bridge_frame = None
+        far_cause = self._far_cause or "NORMAL_CLEARING"
         ch.set_var("last_bridge_to", b_uuid)
         ch.set_var("bridge_channel", other.channel_name)
         ch.set_var("bridge_uuid", b_uuid)

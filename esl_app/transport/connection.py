@@ -28,6 +28,10 @@ RECV_SIZE = 65536
 WAKE = b"\n"
 
 
+class InterruptedWrite(ConnectionClosed):
+    """A command was cut off mid-write; the connection was closed rather than left misframed."""
+
+
 class Connection:
     """Reads frames from ``sock`` (from the event loop for a gevent socket, else in a greenlet);
     writes whole commands under a lock."""
@@ -92,6 +96,11 @@ class Connection:
                 if isinstance(exc, OSError):
                     self._closed(exc)
                     raise ConnectionClosed(f"write to {self.name} failed: {exc}") from exc
+                # Interrupted mid-write (write_timeout, a kill, a flow's own gevent.Timeout): part of the
+                # command may be on the wire, and the next command would continue inside it, shifting
+                # every later reply onto the wrong command. The stream cannot be trusted any more.
+                log.warning("%s: a write was interrupted (%r): closing the connection", self.name, exc)
+                self._closed(InterruptedWrite(f"write to {self.name} interrupted by {exc!r}"))
                 raise
         self.bytes_written += len(data)
         return result
@@ -124,9 +133,9 @@ class Connection:
             command = data.split(b"\n", 1)[0].decode(errors="replace")
             raise CommandTimeout(f"no reply to {command!r} within {timeout} s") from None
 
-    def close(self) -> None:
+    def close(self, reason: BaseException | None = None) -> None:
         """Close the socket (FreeSWITCH then continues the dialplan, spec 2.7)."""
-        self._closed(None)
+        self._closed(reason)
 
     # -- reading ---------------------------------------------------------------------------------
     def _read_loop(self) -> None:

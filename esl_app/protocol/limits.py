@@ -52,9 +52,10 @@ def parse_length(text: str, max_length: int, what: str) -> int:
         if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
             raise ProtocolError(f"{what} is negative: {text[:40]}")
         raise ProtocolError(f"{what} is not a number: {text[:40]!r}")
-    if len(text.lstrip("0")) > len(str(max_length)):
+    significant = text.lstrip("0") or "0"
+    if len(significant) > len(str(max_length)):
         raise ProtocolError(f"{what} of {len(text)} digits exceeds the limit of {max_length} bytes")
-    length = int(text)
+    length = int(significant)
     if length > max_length:
         raise ProtocolError(f"{what} {length} exceeds the limit of {max_length} bytes")
     return length

@@ -9,13 +9,13 @@ serialized CHANNEL_DATA event and is decoded by the parser. ``Event`` is the par
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from enum import StrEnum
-from xml.parsers import expat
 
 from .errors import ProtocolError
 from .headers import Headers, split_header_lines
-from .limits import DEFAULT_LIMITS, ProtocolLimits, parse_length
+from .limits import DEFAULT_LIMITS, ProtocolLimits, parse_length, too_many_lines
 from .urlcode import decode_value, encode_value
 
 
@@ -170,7 +170,7 @@ def parse_plain_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -
     # the inner header block is bounded like an envelope's (the inner body is not: an XML CDR)
     if len(block) > limits.max_header_block:
         raise ProtocolError(f"event header block exceeds {limits.max_header_block} bytes")
-    if block.count(b"\n") >= limits.max_headers:
+    if too_many_lines(block, limits.max_headers):
         raise ProtocolError(f"event header block has more than {limits.max_headers} lines")
     lower = block.lower()
     if not rest and b"content-length" not in lower:
@@ -206,8 +206,9 @@ def parse_json_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) ->
     (commas inside strings only make the bound looser). Nesting is refused (FreeSWITCH writes
     strings and arrays of strings), and so is depth that would exhaust the recursion limit.
     """
-    bound = payload.count(b",") + payload.count(b"[") + payload.count(b"{")
-    if bound > _JSON_VALUES_PER_HEADER * limits.max_headers:
+    max_values = _JSON_VALUES_PER_HEADER * limits.max_headers
+    # a value and its separator take two bytes at least: a shorter payload (any real one) is not counted
+    if len(payload) >= 2 * max_values and payload.count(b",") + payload.count(b"[") + payload.count(b"{") > max_values:
         raise ProtocolError(f"text/event-json body has more than {limits.max_headers} members")
     try:
         data = json.loads(payload.decode("utf-8", "surrogateescape"))
@@ -219,18 +220,21 @@ def parse_json_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) ->
         raise ProtocolError("text/event-json body is not a JSON object")
     body = data.pop("_body", "")
     items: list[tuple[str, str]] = []
+    append = items.append
     for name, value in data.items():
-        if isinstance(value, list):
+        if value.__class__ is str:  # nearly every value
+            append((name, value))
+        elif isinstance(value, list):
             for v in value:
                 if isinstance(v, (list, dict)):
                     raise ProtocolError(f"text/event-json header {name[:40]!r} holds a nested value")
-                items.append((name, str(v)))
+                append((name, str(v)))
         elif isinstance(value, dict):
             raise ProtocolError(f"text/event-json header {name[:40]!r} holds an object")
         else:
-            items.append((name, str(value)))
-        if len(items) > limits.max_headers:
-            raise ProtocolError(f"text/event-json body has more than {limits.max_headers} headers")
+            append((name, str(value)))
+    if len(items) > limits.max_headers:
+        raise ProtocolError(f"text/event-json body has more than {limits.max_headers} headers")
     if isinstance(body, (list, dict)):
         raise ProtocolError("text/event-json _body is not a string")
     return Event(Headers(items), str(body), "json")
@@ -243,116 +247,52 @@ def parse_xml_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -> 
     ``Content-Length`` is returned among the headers, as for plain and JSON events. A body with
     invalid UTF-8 (SIP text, spec 1.7) is read byte-transparently instead of failing.
 
-    Read with expat directly, hardened: a DOCTYPE (and so any entity declaration: a 0.6 kB
-    "billion laughs" cost +155 MB before expat's own guard stopped it) is refused when it starts,
-    the document's encoding declaration is overridden (a declared ``hex``, ``utf-32`` or ``idna``
-    raised LookupError, ValueError or UnicodeError from Python's codecs), and the headers are
-    counted as they arrive.
+    Hardened before expat sees a byte. FreeSWITCH writes UTF-8, no declaration, no DTD, and escapes
+    ``<`` in text, so: a DOCTYPE is refused (a 0.6 kB "billion laughs" cost +155 MB before expat's own
+    guard stopped it); so is a NUL byte, which every UTF-16/32 document has (expat would honour
+    their byte-order mark and could then read a DOCTYPE the byte check cannot see); the document's
+    encoding declaration is overridden (a declared ``hex``, ``utf-32`` or ``idna`` raised
+    LookupError, ValueError or UnicodeError from Python's codecs); and the elements are bounded by
+    counting ``<`` (a tree element costs ~50 times its four bytes ``<a/>``).
     """
+    if b"<!DOCTYPE" in payload:
+        raise ProtocolError("text/event-xml body has a DOCTYPE (DTDs and entities are refused)")
+    if b"\0" in payload:
+        raise ProtocolError("text/event-xml body has a NUL byte")
+    max_tags = 2 * limits.max_headers + 16  # an element is two tags (or one: <a/>, four bytes)
+    if len(payload) >= 4 * max_tags and payload.count(b"<") > max_tags:
+        raise ProtocolError(f"text/event-xml body has more than {limits.max_headers} elements")
+    text_of = _plain_text
     try:
-        reader = _XmlEventReader(payload, "UTF-8", limits)
-        text_of = _plain_text
-    except expat.ExpatError as exc:
+        root = _xml_root(payload, "UTF-8")
+    except ElementTree.ParseError as exc:
         if payload.lstrip().startswith(b"<?xml"):
             raise ProtocolError(f"text/event-xml body is not valid XML: {exc}") from exc
         try:
             # every byte is one latin-1 character, so nothing can be invalid; undone by _latin1_text
-            reader = _XmlEventReader(payload, "ISO-8859-1", limits)
-        except expat.ExpatError:
+            root = _xml_root(payload, "ISO-8859-1")
+        except ElementTree.ParseError:
             raise ProtocolError(f"text/event-xml body is not valid XML: {exc}") from exc
         text_of = _latin1_text
-    items = [(text_of(tag), decode_value(text_of(text))) for tag, text in reader.headers]
-    if reader.content_length is not None:
-        items.append(("Content-Length", decode_value(text_of(reader.content_length))))
-    body = text_of(reader.body) if reader.body is not None else ""
+    items: list[tuple[str, str]] = []
+    headers_el = root.find("headers")
+    if headers_el is not None and len(headers_el) > limits.max_headers:
+        raise ProtocolError(f"text/event-xml body has more than {limits.max_headers} headers")
+    for element in headers_el if headers_el is not None else ():
+        items.append((text_of(element.tag), decode_value(text_of(element.text or ""))))
+    length_el = root.find("Content-Length")
+    if length_el is not None:
+        items.append(("Content-Length", decode_value(text_of(length_el.text or ""))))
+    body_el = root.find("body")
+    body = text_of(body_el.text or "") if body_el is not None else ""
     return Event(Headers(items), body, "xml")
 
 
-class _XmlEventReader:
-    """What ``parse_xml_event`` needs of the document, gathered by expat callbacks.
-
-    Like ElementTree's ``find``: the first ``headers``, ``Content-Length`` and ``body`` children of
-    the root; the text of an element is the text before its first child element.
-    """
-
-    __slots__ = (
-        "_collecting", "_depth", "_headers_at", "_headers_seen", "_limit", "_text", "_what", "body",
-        "content_length", "headers",
-    )  # fmt: skip
-
-    def __init__(self, payload: bytes, encoding: str, limits: ProtocolLimits) -> None:
-        self.headers: list[tuple[str, str]] = []
-        self.content_length: str | None = None
-        self.body: str | None = None
-        self._limit = limits.max_headers
-        self._depth = 0  # elements open
-        self._headers_seen = False
-        self._headers_at = 0  # depth of the open first <headers> (0: not inside it)
-        # the element whose text is being collected: its depth (0: none), what it is, its text so far
-        self._collecting = 0
-        self._what: tuple[str, str] = ("", "")
-        self._text: list[str] = []
-        parser = expat.ParserCreate(encoding)  # overrides the document's declaration
-        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-        parser.StartDoctypeDeclHandler = self._refuse_doctype
-        parser.EntityDeclHandler = self._refuse_entity
-        parser.StartElementHandler = self._start
-        parser.EndElementHandler = self._end
-        parser.CharacterDataHandler = self._data
-        parser.buffer_text = True
-        parser.Parse(payload, True)
-
-    def _refuse_doctype(self, *_args: object) -> None:
-        raise ProtocolError("text/event-xml body has a DOCTYPE (DTDs and entities are refused)")
-
-    def _refuse_entity(self, *_args: object) -> None:
-        raise ProtocolError("text/event-xml body declares an entity")
-
-    def _start(self, tag: str, _attributes: object) -> None:
-        if self._collecting:
-            self._finish()  # an element's text is the text before its first child
-        self._depth += 1
-        depth = self._depth
-        if depth == 2:
-            if tag == "headers" and not self._headers_seen:
-                self._headers_seen = True
-                self._headers_at = depth
-            elif tag == "Content-Length" and self.content_length is None:
-                self._collect("length", tag)
-            elif tag == "body" and self.body is None:
-                self._collect("body", tag)
-        elif depth == 3 and self._headers_at == 2:
-            if len(self.headers) >= self._limit:
-                raise ProtocolError(f"text/event-xml body has more than {self._limit} headers")
-            self._collect("header", tag)
-
-    def _collect(self, what: str, tag: str) -> None:
-        self._collecting = self._depth
-        self._what = (what, tag)
-        self._text = []
-
-    def _data(self, text: str) -> None:
-        if self._collecting:
-            self._text.append(text)
-
-    def _end(self, _tag: str) -> None:
-        if self._collecting == self._depth:
-            self._finish()
-        if self._headers_at == self._depth:
-            self._headers_at = 0
-        self._depth -= 1
-
-    def _finish(self) -> None:
-        what, tag = self._what
-        text = "".join(self._text)
-        if what == "header":
-            self.headers.append((tag, text))
-        elif what == "length":
-            self.content_length = text
-        else:
-            self.body = text
-        self._collecting = 0
-        self._text = []
+def _xml_root(payload: bytes, encoding: str) -> ElementTree.Element:
+    # ``encoding`` overrides the document's declaration: Python's codecs are never looked up
+    parser = ElementTree.XMLParser(encoding=encoding)
+    parser.feed(payload)
+    return parser.close()
 
 
 def _plain_text(text: str) -> str:

@@ -11,7 +11,15 @@ import re
 from .errors import ProtocolError
 from .frames import Frame, looks_like_connect_reply
 from .headers import Headers, split_header_lines
-from .limits import DEFAULT_LIMITS, MAX_BODY, MAX_HEADER_BLOCK, MAX_HEADERS, ProtocolLimits, parse_length
+from .limits import (
+    DEFAULT_LIMITS,
+    MAX_BODY,
+    MAX_HEADER_BLOCK,
+    MAX_HEADERS,
+    ProtocolLimits,
+    parse_length,
+    too_many_lines,
+)
 from .urlcode import decode_value
 
 __all__ = ["MAX_BODY", "MAX_HEADERS", "MAX_HEADER_BLOCK", "Parser"]
@@ -85,11 +93,12 @@ class Parser:
                 frames.append(Frame(headers, body))
                 continue
             # FreeSWITCH writes no blank lines between frames; a robust reader skips them anyway.
-            start = _BLANK_LINES.match(buffer).end()
-            if start:
-                del buffer[:start]
             if not buffer:
                 break
+            if buffer[0] in (10, 13):
+                del buffer[: _BLANK_LINES.match(buffer).end()]
+                if not buffer:
+                    break
             end, sep = _find_block_end(buffer, self._searched)
             if end < 0:
                 self._searched = max(0, len(buffer) - 3)
@@ -107,7 +116,7 @@ class Parser:
                 block = view[:end].tobytes()
             del buffer[: end + sep]
             # counted in C before any line is split: the split is what costs (tuples, strings)
-            if block.count(b"\n") >= self.max_headers:
+            if too_many_lines(block, self.max_headers):
                 raise ProtocolError(f"header block has more than {self.max_headers} lines")
             headers = _parse_block(block)
             length = _content_length(headers, self.max_body)

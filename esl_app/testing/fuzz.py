@@ -190,13 +190,13 @@ class Mutator:
 def _exercise(frames: list[Frame]) -> None:
     """What an application does with frames: events decoded, every header read, frames re-serialized."""
     for frame in frames:
-        if frame.is_event or frame.is_connect_reply:
-            try:
+        try:
+            if frame.is_event or frame.is_connect_reply:
                 event = frame.event()
-            except ProtocolError:
-                continue
-            _ = (event.name, event.headers.items())
-        _ = (frame.headers.items(), frame.reply_text, frame.to_bytes())
+                _ = (event.name, event.headers.items())
+            _ = (frame.headers.items(), frame.reply_text, frame.to_bytes())
+        except ProtocolError:
+            continue
 
 
 def _feed(chunks: list[bytes]) -> tuple[list[Frame], bool]:

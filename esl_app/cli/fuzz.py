@@ -29,7 +29,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         f"fuzz: {report.frames_generated:,} frames generated in {report.inputs:,} inputs, "
         f"{report.seconds:.1f} s ({rate:,.0f} frames/s); {report.frames_parsed:,} frames parsed, "
         f"{report.protocol_errors:,} inputs refused with ProtocolError; slowest input "
-        f"{report.slowest_input * 1000:.1f} ms; RSS +{report.rss_growth_mb:.1f} MB; "
+        f"{report.slowest_input * 1000:.1f} ms CPU ({report.slowest_input_wall * 1000:.1f} ms wall); "
+        f"RSS +{report.rss_growth_mb:.1f} MB; "
         f"largest sampled allocation peak {report.alloc_peak / 1024:.0f} kB "
         f"(for a {report.alloc_peak_input / 1024:.0f} kB input)"
     )

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from .errors import ProtocolError
 from .headers import Headers, split_header_lines
+from .limits import DEFAULT_LIMITS, ProtocolLimits, parse_length, too_many_lines
 from .urlcode import decode_value, encode_value
 
 
@@ -78,8 +79,8 @@ class Frame:
         """A disconnect notice that means FreeSWITCH closes the socket now (not a linger notice)."""
         return self.kind is FrameKind.DISCONNECT and not self.is_linger_notice
 
-    def event(self) -> Event:
-        return Event.from_frame(self)
+    def event(self, limits: ProtocolLimits = DEFAULT_LIMITS) -> Event:
+        return Event.from_frame(self, limits)
 
     def to_bytes(self) -> bytes:
         """Serialize back to wire bytes; the parser reads them back as an equal frame.
@@ -127,13 +128,13 @@ class Event:
         return self.headers.get("variable_" + name, default)
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> Event:
+    def from_frame(cls, frame: Frame, limits: ProtocolLimits = DEFAULT_LIMITS) -> Event:
         if frame.kind is FrameKind.EVENT_PLAIN:
-            return parse_plain_event(frame.body)
+            return parse_plain_event(frame.body, limits)
         if frame.kind is FrameKind.EVENT_JSON:
-            return parse_json_event(frame.body)
+            return parse_json_event(frame.body, limits)
         if frame.kind is FrameKind.EVENT_XML:
-            return parse_xml_event(frame.body)
+            return parse_xml_event(frame.body, limits)
         if frame.is_connect_reply:
             return cls(frame.headers, "", "plain")
         raise ProtocolError(f"frame of type {frame.content_type!r} does not carry an event")
@@ -160,12 +161,17 @@ def looks_like_connect_reply(headers: Headers) -> bool:
     return 0 <= event_at < content_type_at
 
 
-def parse_plain_event(payload: bytes) -> Event:
+def parse_plain_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -> Event:
     end = payload.find(b"\n\n")
     if end < 0:
         block, rest = payload, b""
     else:
         block, rest = payload[:end], payload[end + 2 :]
+    # the inner header block is bounded like an envelope's (the inner body is not: an XML CDR)
+    if len(block) > limits.max_header_block:
+        raise ProtocolError(f"event header block exceeds {limits.max_header_block} bytes")
+    if too_many_lines(block, limits.max_headers):
+        raise ProtocolError(f"event header block has more than {limits.max_headers} lines")
     lower = block.lower()
     if not rest and b"content-length" not in lower:
         # the common case (no inner body): headers are found in the raw block when asked for
@@ -180,50 +186,98 @@ def parse_plain_event(payload: bytes) -> Event:
         text = length.strip()
         numeric = text.isascii() and text.isdigit()
         if rest and not numeric:
-            raise ProtocolError(f"event has a non-numeric inner Content-Length {length!r}")
-        if numeric and int(text) != len(rest):
+            raise ProtocolError(f"event has a non-numeric inner Content-Length {length[:40]!r}")
+        # digits counted before int(): past 4,300 of them int() raises ValueError
+        if numeric and parse_length(text, limits.max_body, "inner Content-Length") != len(rest):
             raise ProtocolError(f"event inner body is {len(rest)} bytes but its Content-Length says {text}")
     return Event(headers, rest.decode("utf-8", "surrogateescape"), "plain")
 
 
-def parse_json_event(payload: bytes) -> Event:
+# JSON values (a bound on them) per header allowed before parsing: see parse_json_event
+_JSON_VALUES_PER_HEADER = 8
+
+
+def parse_json_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -> Event:
+    """``{"Name": "value", "Multi": ["v1", "v2"], "_body": "..."}`` as ``switch_event_serialize_json`` writes.
+
+    ``json.loads`` builds everything before anything can be counted (an 8 MB object of tiny members
+    cost +175 MB), so the members are bounded first, in C: every JSON value but the first of its
+    container follows a comma, and the first follows a bracket, so their sum bounds the values
+    (commas inside strings only make the bound looser). Nesting is refused (FreeSWITCH writes
+    strings and arrays of strings), and so is depth that would exhaust the recursion limit.
+    """
+    max_values = _JSON_VALUES_PER_HEADER * limits.max_headers
+    # a value and its separator take two bytes at least: a shorter payload (any real one) is not counted
+    if len(payload) >= 2 * max_values and payload.count(b",") + payload.count(b"[") + payload.count(b"{") > max_values:
+        raise ProtocolError(f"text/event-json body has more than {limits.max_headers} members")
     try:
         data = json.loads(payload.decode("utf-8", "surrogateescape"))
     except ValueError as exc:
         raise ProtocolError(f"text/event-json body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ProtocolError("text/event-json body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise ProtocolError("text/event-json body is not a JSON object")
     body = data.pop("_body", "")
     items: list[tuple[str, str]] = []
+    append = items.append
     for name, value in data.items():
-        if isinstance(value, list):
-            items.extend((name, str(v)) for v in value)
+        if value.__class__ is str:  # nearly every value
+            append((name, value))
+        elif isinstance(value, list):
+            for v in value:
+                if isinstance(v, (list, dict)):
+                    raise ProtocolError(f"text/event-json header {name[:40]!r} holds a nested value")
+                append((name, str(v)))
+        elif isinstance(value, dict):
+            raise ProtocolError(f"text/event-json header {name[:40]!r} holds an object")
         else:
-            items.append((name, str(value)))
+            append((name, str(value)))
+    if len(items) > limits.max_headers:
+        raise ProtocolError(f"text/event-json body has more than {limits.max_headers} headers")
+    if isinstance(body, (list, dict)):
+        raise ProtocolError("text/event-json _body is not a string")
     return Event(Headers(items), str(body), "json")
 
 
-def parse_xml_event(payload: bytes) -> Event:
+def parse_xml_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -> Event:
     """``<event><headers><Name>encoded</Name>...</headers>[<Content-Length>n</Content-Length><body>..]``.
 
     FreeSWITCH puts ``Content-Length`` and ``body`` beside ``headers`` (``switch_event_xmlize``);
     ``Content-Length`` is returned among the headers, as for plain and JSON events. A body with
     invalid UTF-8 (SIP text, spec 1.7) is read byte-transparently instead of failing.
+
+    Hardened before expat sees a byte. FreeSWITCH writes UTF-8, no declaration, no DTD, and escapes
+    ``<`` in text, so: a DOCTYPE is refused (a 0.6 kB "billion laughs" cost +155 MB before expat's own
+    guard stopped it); so is a NUL byte, which every UTF-16/32 document has (expat would honour
+    their byte-order mark and could then read a DOCTYPE the byte check cannot see); the document's
+    encoding declaration is overridden (a declared ``hex``, ``utf-32`` or ``idna`` raised
+    LookupError, ValueError or UnicodeError from Python's codecs); and the elements are bounded by
+    counting ``<`` (a tree element costs ~50 times its four bytes ``<a/>``).
     """
+    if b"<!DOCTYPE" in payload:
+        raise ProtocolError("text/event-xml body has a DOCTYPE (DTDs and entities are refused)")
+    if b"\0" in payload:
+        raise ProtocolError("text/event-xml body has a NUL byte")
+    max_tags = 2 * limits.max_headers + 16  # an element is two tags (or one: <a/>, four bytes)
+    if len(payload) >= 4 * max_tags and payload.count(b"<") > max_tags:
+        raise ProtocolError(f"text/event-xml body has more than {limits.max_headers} elements")
     text_of = _plain_text
     try:
-        root = ElementTree.fromstring(payload)
+        root = _xml_root(payload, "UTF-8")
     except ElementTree.ParseError as exc:
         if payload.lstrip().startswith(b"<?xml"):
             raise ProtocolError(f"text/event-xml body is not valid XML: {exc}") from exc
         try:
             # every byte is one latin-1 character, so nothing can be invalid; undone by _latin1_text
-            root = ElementTree.fromstring(b'<?xml version="1.0" encoding="ISO-8859-1"?>' + payload)
+            root = _xml_root(payload, "ISO-8859-1")
         except ElementTree.ParseError:
             raise ProtocolError(f"text/event-xml body is not valid XML: {exc}") from exc
         text_of = _latin1_text
     items: list[tuple[str, str]] = []
     headers_el = root.find("headers")
+    if headers_el is not None and len(headers_el) > limits.max_headers:
+        raise ProtocolError(f"text/event-xml body has more than {limits.max_headers} headers")
     for element in headers_el if headers_el is not None else ():
         items.append((text_of(element.tag), decode_value(text_of(element.text or ""))))
     length_el = root.find("Content-Length")
@@ -232,6 +286,13 @@ def parse_xml_event(payload: bytes) -> Event:
     body_el = root.find("body")
     body = text_of(body_el.text or "") if body_el is not None else ""
     return Event(Headers(items), body, "xml")
+
+
+def _xml_root(payload: bytes, encoding: str) -> ElementTree.Element:
+    # ``encoding`` overrides the document's declaration: Python's codecs are never looked up
+    parser = ElementTree.XMLParser(encoding=encoding)
+    parser.feed(payload)
+    return parser.close()
 
 
 def _plain_text(text: str) -> str:

@@ -206,12 +206,15 @@ class FakeNode:
         """The process dies: every socket is reset, heartbeats stop, calls vanish without events,
         new connections are refused. ``calls_to`` keeps counting what was placed."""
         self.running = False
+        current = gevent.getcurrent()
+        accept = self._accept_greenlet
+        if accept is not None and accept is not current:
+            accept.kill(block=True, timeout=1.0)  # gevent closes a socket only once no greenlet waits on it
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.close()
-        current = gevent.getcurrent()
-        for greenlet in (self._accept_greenlet, self._heartbeat_greenlet, *self._jobs):
+        for greenlet in (self._heartbeat_greenlet, *self._jobs):
             if greenlet is not None and greenlet is not current and not greenlet.dead:
                 greenlet.kill(block=False)
         self._jobs.clear()

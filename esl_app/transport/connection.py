@@ -45,13 +45,15 @@ class Connection:
         *,
         name: str = "",
         write_timeout: float = 10.0,
+        parser: Parser | None = None,
     ) -> None:
         self.sock = sock
         self.name = name
         self.write_timeout = write_timeout
         self._on_frame = on_frame
         self._on_close = on_close
-        self._parser = Parser()
+        # a caller may bring its own limits (the inbound client caps event sizes tighter)
+        self._parser = parser if parser is not None else Parser()
         # replies owed, oldest first; rarely more than 3, and a list is ~500 bytes smaller than a deque
         self._pending: list[AsyncResult] = []
         self._write_lock = Semaphore()

@@ -108,7 +108,7 @@ def test_killed_node_is_down_within_one_second(nodes, registry):
     killed_at = time.monotonic()
     nodes[1].crash()
     assert registry.wait_until(lambda: registry.state("fs2") is NodeState.DOWN, SETTLE)
-    change = next(c for c in registry.history if isinstance(c, StateChange) and c.node == "fs2")
+    change = [c for c in registry.history if isinstance(c, StateChange) and c.node == "fs2"][-1]
     assert change.new is NodeState.DOWN and change.old is NodeState.UP
     assert change.at - killed_at < 1.0, f"down after {change.at - killed_at:.3f} s ({change.reason})"
     assert registry.state("fs1") is NodeState.UP and registry.state("fs3") is NodeState.UP
@@ -139,7 +139,11 @@ def test_restart_is_detected_and_raised_to_subscribers(nodes, registry):
     restarts = []
     registry.on_restart(restarts.append)
     old_core = nodes[2].core_uuid
-    nodes[2].restart()
+    # the registry knows the node's identity (from `global_getvar core_uuid` or a heartbeat) ...
+    assert registry.wait_until(lambda: registry.health("fs3").core_uuid == old_core, SETTLE)
+    nodes[2].crash()
+    assert registry.wait_until(lambda: registry.state("fs3") is NodeState.DOWN, SETTLE)
+    nodes[2].restart()  # back on the same port with a new Core-UUID
     assert registry.wait_until(lambda: bool(restarts), SETTLE), registry.snapshot()
     assert restarts[0].node == "fs3"
     assert restarts[0].old_core_uuid == old_core
@@ -182,6 +186,8 @@ def test_a_node_that_restarts_mid_job_is_not_retried_elsewhere(nodes, registry):
     job = gevent.spawn(Originator(registry).originate, "sofia/gateway/gw1/4100", PARK, timeout=40)
     assert registry.wait_until(lambda: sum(placed_to(nodes, "4100").values()) == 1, SETTLE)
     ringing = next(node for node in nodes if node.calls_to("4100"))
+    ringing.crash()
+    assert registry.wait_until(lambda: registry.state(ringing.name) is NodeState.DOWN, SETTLE)
     ringing.restart()  # back at once: uuid_exists answers "false", which cannot prove the call never rang
     result = job.get(timeout=SETTLE)
     assert result.status == "unknown", result

@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import gevent
@@ -39,6 +41,7 @@ from .settings import ClusterSettings, NodeSettings, Role
 
 log = logging.getLogger("esl_app.cluster")
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 ClientFactory = Callable[..., Any]
 Clock = Callable[[], float]
 
@@ -99,12 +102,15 @@ class NodeMonitor:
         )
         self._probe_now = Signal()
         self._probe: gevent.Greenlet | None = None
+        self._stopping = False
+        self._ask_core_uuid = True  # once per connection: restarts are seen even before a heartbeat
 
     def start(self) -> None:
         self.client.start()
         self._probe = gevent.spawn(self._probe_loop)
 
     def stop(self) -> None:
+        self._stopping = True  # closing our own connection is not news about the node
         if self._probe is not None:
             self._probe.kill(block=False)
         with contextlib.suppress(Exception):
@@ -123,10 +129,13 @@ class NodeMonitor:
         self.registry._flush(self)
 
     def _on_state(self, client: Any, state: str, error: BaseException | None) -> None:
+        if self._stopping:
+            return
         now = self.registry.clock()
         if getattr(client, "connected", False):
             if not self.health.connected:
                 self.health.connected_now(now)
+                self._ask_core_uuid = True
                 self._probe_now.set()  # read the node at once rather than at the next interval
         elif self.health.connected or self.health.reason == "not connected yet":
             reason = f"connection lost: {error}" if error is not None else f"connection {state}"
@@ -156,11 +165,14 @@ class NodeMonitor:
         status = gevent.spawn(client.api, "status", timeout)
         inbound = gevent.spawn(client.api, "fsctl pause_check inbound", timeout)
         outbound = gevent.spawn(client.api, "fsctl pause_check outbound", timeout)
+        # the global variable core_uuid is the Core-UUID every event carries (switch_core.c)
+        identity = gevent.spawn(client.api, "global_getvar core_uuid", timeout) if self._ask_core_uuid else None
         try:
             with gevent.Timeout(timeout):
                 status_text = status.get()
                 rtt = clock() - began
                 paused = {Role.INBOUND: self._paused(inbound.get()), Role.OUTBOUND: self._paused(outbound.get())}
+                core_uuid = identity.get().strip() if identity is not None else ""
         except gevent.Timeout:
             if self.health.connected:
                 self.health.probe_failed(clock(), f"no reply within {timeout:g} s")
@@ -170,13 +182,18 @@ class NodeMonitor:
                 self.health.probe_failed(clock(), f"{type(exc).__name__}: {exc}")
             return
         finally:
-            for job in (status, inbound, outbound):
-                job.kill(block=False)
+            for job in (status, inbound, outbound, identity):
+                if job is not None:
+                    job.kill(block=False)
         try:
             reading = status_reading(status_text)
         except ReadingError as exc:
             self.health.probe_failed(clock(), str(exc))
             return
+        if identity is not None:
+            self._ask_core_uuid = False  # asked; a node that does not know the command is not asked again
+            if _UUID.match(core_uuid):
+                reading = replace(reading, core_uuid=core_uuid)
         self.health.probe_succeeded(clock(), rtt, reading, paused)
 
     def _paused(self, text: str) -> bool | None:

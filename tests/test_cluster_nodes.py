@@ -237,3 +237,34 @@ def test_no_eligible_node_fails_without_sending_anything(nodes, registry):
     result = Originator(registry).originate("sofia/gateway/gw1/8000", PARK, timeout=5)
     assert result.status == "failed" and result.cause == "NO_NODE_AVAILABLE" and result.attempts == []
     assert sum(placed_to(nodes, "8000").values()) == 0
+
+
+def test_a_node_whose_heartbeats_stop_is_down_after_two_and_a_half_intervals(nodes):
+    # connection and probes fine, heartbeats gone (e.g. filtered away): stale data is not trusted
+    cluster = ClusterRegistry(cluster_settings(nodes[:1])).start()
+    try:
+        assert cluster.wait_until(lambda: cluster.health("fs1").last_heartbeat_at is not None, SETTLE)
+        nodes[0].set_heartbeat_interval(3600)
+        last = cluster.health("fs1").last_heartbeat_at
+        assert cluster.wait_until(lambda: cluster.state("fs1") is NodeState.DOWN, SETTLE)
+        last = cluster.health("fs1").last_heartbeat_at or last
+        change = [c for c in cluster.history if isinstance(c, StateChange)][-1]
+        assert "no HEARTBEAT" in change.reason
+        assert 2.5 <= change.at - last < 2.5 + 0.25 + 1.0, change  # grace, one probe interval, slack
+        nodes[0].set_heartbeat_interval(1)
+        assert cluster.wait_until(lambda: cluster.state("fs1") is NodeState.UP, SETTLE)
+    finally:
+        cluster.stop()
+
+
+def test_a_node_down_at_start_is_down_then_joins(nodes):
+    nodes[0].crash()  # nothing listens on its port
+    cluster = ClusterRegistry(cluster_settings(nodes[:2])).start()
+    try:
+        assert cluster.wait_until(lambda: cluster.state("fs2") is NodeState.UP, SETTLE)
+        assert cluster.state("fs1") is NodeState.DOWN and "cannot connect" in cluster.health("fs1").reason
+        assert cluster.pick("outbound").name == "fs2"
+        nodes[0].start()
+        assert cluster.wait_until(lambda: cluster.state("fs1") is NodeState.UP, SETTLE)
+    finally:
+        cluster.stop()

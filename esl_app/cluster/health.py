@@ -51,6 +51,7 @@ class NodeHealth:
         self.since = now
         self.connected = False
         self.connected_at: float | None = None
+        self.disconnect_reason = "not connected yet"
         self.operator_drain = node.drain
         self.paused: dict[Role, bool | None] = {role: None for role in Role}
         self.load: LoadReading | None = None
@@ -74,10 +75,11 @@ class NodeHealth:
     def disconnected(self, now: float, reason: str) -> None:
         self.connected = False
         self.connected_at = None
+        self.disconnect_reason = reason
         # what was read over the lost connection says nothing about the node that may come back
         self.load = self.load_at = self.last_heartbeat_at = None
         self.paused = {role: None for role in Role}
-        self._evaluate(now, reason)
+        self._evaluate(now)
 
     def heartbeat(self, now: float, reading: LoadReading) -> None:
         self.last_heartbeat_at = now
@@ -96,7 +98,7 @@ class NodeHealth:
     def probe_failed(self, now: float, reason: str) -> None:
         self.probe_error = reason
         self.probe_at = now
-        self._evaluate(now, f"probe failed: {reason}")
+        self._evaluate(now)
 
     def set_operator_drain(self, now: float, drain: bool) -> None:
         self.operator_drain = drain
@@ -142,7 +144,7 @@ class NodeHealth:
 
     def _classify(self, now: float) -> tuple[NodeState, str]:
         if not self.connected:
-            return NodeState.DOWN, "not connected"
+            return NodeState.DOWN, self.disconnect_reason
         if self.probe_error is not None:
             return NodeState.DOWN, f"probe failed: {self.probe_error}"
         max_age = self.settings.heartbeat_max_age
@@ -164,13 +166,10 @@ class NodeHealth:
             return NodeState.BUSY, busy
         return NodeState.UP, "ok"
 
-    def _evaluate(self, now: float, reason: str | None = None) -> None:
+    def _evaluate(self, now: float) -> None:
         state, why = self._classify(now)
         if state is not self.state:
-            why = reason if reason and state is NodeState.DOWN else why
-            change = StateChange(self.name, self.state, state, why, now)
-            self.state, self.reason, self.since = state, change.reason, now
-            self._notices.append(change)
-        elif state is not NodeState.DOWN or reason is None:
-            self.reason = why
+            self._notices.append(StateChange(self.name, self.state, state, why, now))
+            self.state, self.since = state, now
+        self.reason = why
 

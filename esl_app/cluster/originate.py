@@ -74,6 +74,16 @@ def _inbound_errors() -> tuple[type[BaseException], ...]:
     return (inbound.InboundError,)
 
 
+def _may_have_run(error: BaseException) -> bool:
+    """After this error on ``bgapi``, may FreeSWITCH still have read (and run) the command?
+
+    Only an answer, a ``-ERR`` reply, proves it did not; a timeout or a lost connection does not.
+    """
+    from ..transport import inbound
+
+    return isinstance(error, inbound.CommandTimeout | inbound.ConnectionLost | inbound.DisconnectNotice)
+
+
 def _cause(body: str) -> str:
     words = body[4:].split() if body.startswith("-ERR") else body.split()
     return words[0] if words else "UNKNOWN"
@@ -151,22 +161,18 @@ class Originator:
         try:
             job = client.bgapi(command, job_uuid=attempt.job_uuid, timeout=self.settings.command_timeout)
         except errors as exc:
-            if client.connected:
+            if not _may_have_run(exc):
                 # the command was answered with an error (e.g. -ERR permission denied): nothing ran
                 attempt.outcome, attempt.cause, attempt.detail = "refused", _cause(str(exc)), f"bgapi refused: {exc}"
                 self._reconcile(name, attempt, after="bgapi refused")
                 return
-            attempt.detail = f"connection lost before the bgapi reply: {type(exc).__name__}: {exc}"
-            self._reconcile(name, attempt, after="connection lost", lost=True)
+            attempt.detail = f"no bgapi reply: {type(exc).__name__}: {exc}"
+            self._reconcile(name, attempt, after=attempt.detail, lost=True)
             return
         try:
             body = job.wait(job_timeout)
         except errors as exc:
-            lost = not client.connected or type(exc).__name__ != "CommandTimeout"
-            attempt.detail = (
-                f"connection lost before the job result: {type(exc).__name__}: {exc}" if lost
-                else f"no job result within {job_timeout:g} s"
-            )  # fmt: skip
+            attempt.detail = f"no job result: {type(exc).__name__}: {exc}"
             self._reconcile(name, attempt, after=attempt.detail, lost=True)
             return
         body = (body or "").strip()

@@ -137,8 +137,9 @@ class NodeMonitor:
                 self.health.connected_now(now)
                 self._ask_core_uuid = True
                 self._probe_now.set()  # read the node at once rather than at the next interval
-        elif self.health.connected or self.health.reason == "not connected yet":
-            reason = f"connection lost: {error}" if error is not None else f"connection {state}"
+        else:
+            what = "connection lost" if self.health.connected else "cannot connect"
+            reason = f"{what}: {error}" if error is not None else f"{what} ({state})"
             self.health.disconnected(now, reason)
         self.registry._flush(self)
 

@@ -104,6 +104,7 @@ class NodeMonitor:
         self._probe: gevent.Greenlet | None = None
         self._stopping = False
         self._ask_core_uuid = True  # once per connection: restarts are seen even before a heartbeat
+        self._status_rtt: float | None = None
 
     def start(self) -> None:
         self.client.start()
@@ -159,45 +160,59 @@ class NodeMonitor:
     def probe_once(self) -> None:
         settings = self.registry.settings
         clock = self.registry.clock
-        client = self.client
         timeout = settings.probe_timeout
+        commands = ["status", "fsctl pause_check inbound", "fsctl pause_check outbound"]
+        if self._ask_core_uuid:
+            # the global variable core_uuid is the Core-UUID every event carries (switch_core.c)
+            commands.append("global_getvar core_uuid")
+        self._status_rtt = None
         began = clock()
-        # pipelined: the three commands go out together, replies come back in order
-        status = gevent.spawn(client.api, "status", timeout)
-        inbound = gevent.spawn(client.api, "fsctl pause_check inbound", timeout)
-        outbound = gevent.spawn(client.api, "fsctl pause_check outbound", timeout)
-        # the global variable core_uuid is the Core-UUID every event carries (switch_core.c)
-        identity = gevent.spawn(client.api, "global_getvar core_uuid", timeout) if self._ask_core_uuid else None
+        # pipelined: the commands go out together, the replies come back in order
+        jobs = [gevent.spawn(self._ask, command, timeout) for command in commands]
         try:
-            with gevent.Timeout(timeout):
-                status_text = status.get()
-                rtt = clock() - began
-                paused = {Role.INBOUND: self._paused(inbound.get()), Role.OUTBOUND: self._paused(outbound.get())}
-                core_uuid = identity.get().strip() if identity is not None else ""
-        except gevent.Timeout:
-            if self.health.connected:
-                self.health.probe_failed(clock(), f"no reply within {timeout:g} s")
-            return
-        except Exception as exc:  # connection lost mid-probe (on_state reports it), command timeout
-            if self.health.connected and getattr(client, "connected", False):
-                self.health.probe_failed(clock(), f"{type(exc).__name__}: {exc}")
-            return
+            gevent.joinall(jobs, timeout=timeout)
         finally:
-            for job in (status, inbound, outbound, identity):
-                if job is not None:
-                    job.kill(block=False)
+            for job in jobs:
+                job.kill(block=False)
+        if not self.health.connected:
+            return  # the connection went while probing: on_state has said so
+        replies = [job.value if job.successful() else None for job in jobs]
+        status_text = replies[0]
+        if status_text is None:
+            self.health.probe_failed(clock(), f"no reply within {timeout:g} s")
+            return
+        if isinstance(status_text, BaseException):
+            self.health.probe_failed(clock(), f"{type(status_text).__name__}: {status_text}")
+            return
+        rtt = self._status_rtt - began if self._status_rtt is not None else clock() - began
         try:
             reading = status_reading(status_text)
         except ReadingError as exc:
             self.health.probe_failed(clock(), str(exc))
             return
-        if identity is not None:
+        for reply in replies[1:3]:
+            if not isinstance(reply, str):  # unknown pause state: fail safe, no calls
+                self.health.probe_failed(clock(), f"fsctl pause_check: {reply or 'no reply'}")
+                return
+        paused = {Role.INBOUND: self._paused(replies[1]), Role.OUTBOUND: self._paused(replies[2])}
+        if len(replies) > 3:
             self._ask_core_uuid = False  # asked; a node that does not know the command is not asked again
+            core_uuid = replies[3].strip() if isinstance(replies[3], str) else ""
             if _UUID.match(core_uuid):
                 reading = replace(reading, core_uuid=core_uuid)
         self.health.probe_succeeded(clock(), rtt, reading, paused)
 
-    def _paused(self, text: str) -> bool | None:
+    def _ask(self, command: str, timeout: float) -> str | BaseException:
+        """One probe command; its failure is returned, not raised (nobody joins a failed greenlet)."""
+        try:
+            reply = self.client.api(command, timeout=timeout)
+        except Exception as exc:
+            return exc
+        if command == "status":
+            self._status_rtt = self.registry.clock()
+        return reply
+
+    def _paused(self, text: str) -> bool:
         try:
             return pause_reading(text)
         except ReadingError as exc:

@@ -351,6 +351,7 @@ class InboundClient:
         self._queue: deque[Event] = deque()
         self._queue_ready = Signal()
         self._jobs: dict[str, BackgroundJob] = {}
+        self._logged_error: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -399,7 +400,16 @@ class InboundClient:
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         """True once connected (authenticated and subscribed), False after ``timeout`` seconds."""
-        return self._ready.wait(timeout) and self.connected
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.connected:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if self._ready.is_set():
+                gevent.sleep(0.01)  # a connection that just ended, not yet seen by the loop
+            else:
+                self._ready.wait(remaining)
+        return True
 
     def reconnect(self, reason: str = "reconnect requested") -> None:
         """Drop the current connection; the loop connects again (e.g. after a probe timed out)."""
@@ -604,10 +614,15 @@ class InboundClient:
             self._on_close(link, None)
 
     def _set_state(self, state: State, error: BaseException | None) -> None:
-        previous, self.state = self.state, state
-        if state == "disconnected" and error is not None and previous != "disconnected":
-            log.warning("%s: disconnected: %s", self.name, error)
+        self.state = state
+        if state == "disconnected" and error is not None:
+            # one warning per distinct reason: a node that stays down does not flood the log
+            text = str(error)
+            log.log(logging.DEBUG if text == self._logged_error else logging.WARNING, "%s: disconnected: %s",
+                    self.name, text)  # fmt: skip
+            self._logged_error = text
         elif state == "connected":
+            self._logged_error = None
             log.info("%s: connected to %s:%s", self.name, self.host, self.port)
         if self.on_state is not None:
             try:
@@ -693,6 +708,8 @@ class InboundClient:
                 link.error.__cause__ = reason
         if not link.greeting.ready():
             link.greeting.set_exception(link.error)
+        if self._link is link:
+            self._ready.clear()
         self._fail_jobs(link, None)
         link.closed.set()
 

@@ -74,16 +74,6 @@ def _inbound_errors() -> tuple[type[BaseException], ...]:
     return (inbound.InboundError,)
 
 
-def _may_have_run(error: BaseException) -> bool:
-    """After this error on ``bgapi``, may FreeSWITCH still have read (and run) the command?
-
-    Only an answer, a ``-ERR`` reply, proves it did not; a timeout or a lost connection does not.
-    """
-    from ..transport import inbound
-
-    return isinstance(error, inbound.CommandTimeout | inbound.ConnectionLost | inbound.DisconnectNotice)
-
-
 def _cause(body: str) -> str:
     words = body[4:].split() if body.startswith("-ERR") else body.split()
     return words[0] if words else "UNKNOWN"
@@ -152,26 +142,26 @@ class Originator:
 
     # -- one node --------------------------------------------------------------------------------
     def _attempt(self, name: str, command: str, attempt: OriginateAttempt, ring: int) -> None:
+        from ..transport.inbound import CommandFailed, InboundError, NotConnected
+
         client = self.registry.client(name)
-        errors = _inbound_errors()
-        if not client.connected:
-            attempt.outcome, attempt.detail = "not_sent", "not connected"
-            return
         job_timeout = max(self.settings.job_timeout, ring + 10.0)
         try:
             job = client.bgapi(command, job_uuid=attempt.job_uuid, timeout=self.settings.command_timeout)
-        except errors as exc:
-            if not _may_have_run(exc):
-                # the command was answered with an error (e.g. -ERR permission denied): nothing ran
-                attempt.outcome, attempt.cause, attempt.detail = "refused", _cause(str(exc)), f"bgapi refused: {exc}"
-                self._reconcile(name, attempt, after="bgapi refused")
-                return
-            attempt.detail = f"no bgapi reply: {type(exc).__name__}: {exc}"
-            self._reconcile(name, attempt, after=attempt.detail, lost=True)
+        except NotConnected as exc:
+            # raised before anything was written: the node never saw the command
+            attempt.outcome, attempt.detail = "not_sent", f"not connected: {exc}"
             return
         try:
             body = job.wait(job_timeout)
-        except errors as exc:
+        except CommandFailed as exc:
+            # the bgapi itself was answered -ERR (e.g. permission denied): nothing ran, but ask anyway
+            attempt.outcome, attempt.cause = "refused", _cause(exc.reply.strip())
+            attempt.detail = f"bgapi refused: {exc}"
+            self._reconcile(name, attempt, after=attempt.detail)
+            return
+        except InboundError as exc:
+            # JobLost, a timeout, a disconnect notice: the command may have run, or may still be running
             attempt.detail = f"no job result: {type(exc).__name__}: {exc}"
             self._reconcile(name, attempt, after=attempt.detail, lost=True)
             return

@@ -99,6 +99,8 @@ class NodeMonitor:
             backoff_min=settings.reconnect_min,
             backoff_max=settings.reconnect_max,
             allow_default_password=True,  # the operator configured this password; ClueCon is their call
+            # a connection silent for this long is dead (a half-open TCP after a network cut): reconnect
+            idle_timeout=max(settings.heartbeat_max_age, 3 * settings.probe_timeout),
         )
         self._probe_now = Signal()
         self._probe: gevent.Greenlet | None = None
@@ -130,7 +132,7 @@ class NodeMonitor:
         self.registry._flush(self)
 
     def _on_state(self, client: Any, state: str, error: BaseException | None) -> None:
-        if self._stopping:
+        if self._stopping or state == "connecting":
             return
         now = self.registry.clock()
         if getattr(client, "connected", False):

@@ -240,3 +240,268 @@ def test_several_nodes_in_one_process() -> None:
         assert names == ["a", "b"]
         assert a.core_uuid != b.core_uuid
     gevent.sleep(0)
+
+
+# -- calls, the dialplan, and the per-call fake ----------------------------------------------------
+
+
+def _served_app():
+    from esl_app import App, Call
+    from esl_app.session import SessionSettings
+    from esl_app.transport import OutboundServer
+
+    app = App("node-test", SessionSettings(hangup_wait=0.2))
+    flows: list[str] = []
+
+    @app.route("7000")
+    def flow(call: Call) -> None:
+        flows.append(call.uuid)
+        call.answer()
+        call.playback("hold.wav")
+
+    server = OutboundServer(app.handle, "127.0.0.1", 0)
+    server.start()
+    return server, flows
+
+
+def test_originate_socket_connects_the_call_to_a_project_server(node: FakeNode) -> None:
+    server, flows = _served_app()
+    try:
+        client = RawClient(node.address)
+        client.login("CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
+        call_uuid = "22222222-3333-4444-8555-666666666666"
+        host, port = server.address
+        reply = client.command(
+            f"api originate {{origination_uuid={call_uuid}}}sofia/gateway/gw/7000 '&socket({host}:{port} async full)'"
+        )
+        assert reply.reply_text == f"+OK {call_uuid}\n"
+        assert client.event("CHANNEL_ANSWER").event().unique_id == call_uuid
+        # the flow answers, plays and hangs up: the node's leg ends with the app's hangup
+        done = client.event("CHANNEL_HANGUP_COMPLETE", timeout=10).event()
+        assert done.unique_id == call_uuid
+        assert done["Hangup-Cause"] == "NORMAL_CLEARING"
+        assert flows == [call_uuid]
+        call = node.call(call_uuid)
+        assert call is not None and call.socket_records[0].verbs == ["answer", "playback"]
+        assert node.session_count == 0
+    finally:
+        server.stop(deadline=2)
+
+
+def test_a_socket_that_returns_goes_on_to_the_next_action(node: FakeNode) -> None:
+    # an application that closes the socket with the call up (capture 05f): the dialplan continues
+    from gevent.server import StreamServer
+
+    closer = StreamServer(("127.0.0.1", 0), lambda sock, address: sock.close())
+    closer.start()
+    with FakeNode("gone") as down:
+        down_address = down.address  # nothing listens there any more
+    try:
+        node.set_dialplan(
+            "8000",
+            [
+                ("socket", f"127.0.0.1:{closer.server_port} async full"),
+                ("set", "after_first=reached"),
+                ("socket", f"127.0.0.1:{down_address[1]} async full"),  # target down (05e): next action
+                "set after_second=reached",
+                ("hangup", "SERVICE_UNAVAILABLE"),
+            ],
+        )
+        client = RawClient(node.address)
+        client.login("CHANNEL_HANGUP_COMPLETE")
+        reply = client.command("api originate sofia/gateway/gw/8000 8000 XML default")
+        assert reply.reply_text.startswith("+OK ")
+        done = client.event("CHANNEL_HANGUP_COMPLETE", timeout=10).event()
+        assert done["Hangup-Cause"] == "SERVICE_UNAVAILABLE"
+        assert done.variable("after_first") == "reached"
+        assert done.variable("after_second") == "reached"
+        call = node.call(reply.reply_text.split()[1])
+        assert call is not None
+        assert [a.app for a in call.executed] == ["socket", "set", "socket", "set", "hangup"]
+        assert call.socket_records[0].continued_in_dialplan
+    finally:
+        closer.stop()
+
+
+def test_socket_as_the_last_action_ends_with_normal_clearing(node: FakeNode) -> None:
+    from gevent.server import StreamServer
+
+    closer = StreamServer(("127.0.0.1", 0), lambda sock, address: sock.close())
+    closer.start()
+    try:
+        client = RawClient(node.address)
+        client.login("CHANNEL_HANGUP_COMPLETE")
+        target = f"'&socket(127.0.0.1:{closer.server_port} async full)'"
+        reply = client.command(f"api originate sofia/gateway/gw/9000 {target}")
+        assert reply.reply_text.startswith("+OK ")
+        assert client.event("CHANNEL_HANGUP_COMPLETE", timeout=10).event()["Hangup-Cause"] == "NORMAL_CLEARING"
+    finally:
+        closer.stop()
+
+
+def test_channel_events_of_an_answered_call_then_uuid_kill(node: FakeNode) -> None:
+    client = RawClient(node.address)
+    client.login("CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE")
+    reply = client.command("api originate {origination_uuid=k1}sofia/gateway/gw/1234 &park()")
+    assert reply.reply_text == "+OK k1\n"
+    assert client.command("api uuid_kill k1 USER_BUSY").reply_text == "+OK\n"
+    names = [client.event(name).event() for name in
+             ("CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")]  # fmt: skip
+    assert all(event.unique_id == "k1" for event in names)
+    assert names[3].headers.get_all("Hangup-Cause") == ["USER_BUSY", "USER_BUSY"]  # twice, as captured
+    assert client.command("api uuid_exists k1").reply_text == "false"
+    assert client.command("api uuid_kill k1").reply_text == "-ERR No such channel!\n"
+
+
+def test_unquoted_socket_argument_is_cut_at_the_spaces_as_freeswitch_does() -> None:
+    from esl_app.testing.node_calls import parse_originate
+
+    request = parse_originate("sofia/gateway/gw/1 &socket(127.0.0.1:8085 async full)")
+    assert not isinstance(request, str)
+    assert (request.app.app, request.app.data) == ("socket", "127.0.0.1:8085")  # type: ignore[union-attr]
+    assert request.context == "full)"
+    quoted = parse_originate("{a=1,b='x y'}sofia/gateway/gw/1 '&socket(127.0.0.1:8085 async full)' XML ctx Name 123 15")
+    assert not isinstance(quoted, str)
+    assert quoted.app is not None and quoted.app.data == "127.0.0.1:8085 async full"
+    assert quoted.variables == {"a": "1", "b": "x y"}
+    assert (quoted.context, quoted.caller_id_name, quoted.caller_id_number) == ("ctx", "Name", "123")
+    assert quoted.timeout == 15.0
+
+
+def test_originate_errors_as_the_real_switch_words_them(node: FakeNode) -> None:
+    client = RawClient(node.address)
+    client.login()
+    assert client.command("api originate").reply_text.startswith("-USAGE: <call url> <exten>|&<application_name>")
+    assert client.command("api originate foo/bar &park()").reply_text == "-ERR CHAN_NOT_IMPLEMENTED\n"
+    assert client.command("api originate {origination_uuid=d1}sofia/gateway/gw/1 &park()").reply_text == "+OK d1\n"
+    # the same UUID again: switch_core_session_request refuses ("Duplicate UUID!"), sofia's cause
+    assert client.command("api originate {origination_uuid=d1}sofia/gateway/gw/1 &park()").reply_text == (
+        "-ERR DESTINATION_OUT_OF_ORDER\n"
+    )
+    assert node.calls_to("1") == 1
+
+
+def test_max_sessions_and_load_show_in_heartbeats_and_refuse_originates(node: FakeNode) -> None:
+    client = RawClient(node.address)
+    client.login("HEARTBEAT")
+    node.set_max_sessions(3)
+    node.set_load(sessions=2, idle_cpu=12.5)
+    assert client.command("api originate sofia/gateway/gw/1 &park()").reply_text.startswith("+OK ")
+    assert client.command("api originate sofia/gateway/gw/1 &park()").reply_text == "-ERR DESTINATION_OUT_OF_ORDER\n"
+    beat = client.event("HEARTBEAT").event()
+    assert (beat["Session-Count"], beat["Max-Sessions"], beat["Idle-CPU"]) == ("3", "3", "12.500000")
+    assert client.command("api fsctl max_sessions 10").reply_text == "+OK max sessions: 10\n"
+    assert client.command("api originate sofia/gateway/gw/1 &park()").reply_text.startswith("+OK ")
+    assert node.calls_to("1") == 2
+
+
+def test_sessions_per_second_budget(node: FakeNode) -> None:
+    node.sessions_per_second = 2
+    client = RawClient(node.address)
+    client.login()
+    replies = [client.command("api originate sofia/gateway/gw/5 &hangup()").reply_text for _ in range(3)]
+    # a second boundary may fall between them; at most two of three can be refused in one second
+    assert replies.count("-ERR DESTINATION_OUT_OF_ORDER\n") <= 1
+    assert all(r.startswith("+OK") or r == "-ERR DESTINATION_OUT_OF_ORDER\n" for r in replies)
+
+
+def test_pause_inbound_is_invisible_except_to_pause_check(node: FakeNode) -> None:
+    client = RawClient(node.address)
+    client.login("HEARTBEAT")
+    assert client.command("api fsctl pause inbound").reply_text == "+OK\n"
+    assert "is ready\n" in client.command("api status").reply_text
+    assert client.event("HEARTBEAT").event()["Event-Info"] == "System Ready"
+    assert client.command("api fsctl pause_check inbound").reply_text == "true"
+    assert client.command("api fsctl pause_check outbound").reply_text == "false"
+    assert client.command("api fsctl pause_check").reply_text == "false"
+    # outbound calls still go out; a loopback call waits for its timeout (its b-leg is inbound)
+    assert client.command("api originate sofia/gateway/gw/1 &park()").reply_text.startswith("+OK")
+    started = time.monotonic()
+    assert client.command("api originate {originate_timeout=1}loopback/1/default &park()").reply_text == (
+        "-ERR NO_ANSWER\n"
+    )
+    assert time.monotonic() - started >= 0.9
+    assert client.command("api fsctl resume inbound").reply_text == "+OK\n"
+    assert client.command("api fsctl pause_check inbound").reply_text == "false"
+
+
+def test_full_pause_says_not_ready_and_refuses_originates(node: FakeNode) -> None:
+    client = RawClient(node.address)
+    client.login()
+    assert client.command("api fsctl pause").reply_text == "+OK\n"
+    assert "is not ready\n" in client.command("api status").reply_text
+    assert client.command("api fsctl pause_check").reply_text == "true"
+    assert client.command("api originate sofia/gateway/gw/1 &park()").reply_text == "-ERR DESTINATION_OUT_OF_ORDER\n"
+    assert node.calls_to("1") == 0
+    assert client.command("api fsctl resume").reply_text == "+OK\n"
+    assert "is ready\n" in client.command("api status").reply_text
+
+
+def test_far_end_hangs_up_after_a_while(node: FakeNode) -> None:
+    node.set_outcome("77", "answer", hangup_after=0.1)
+    client = RawClient(node.address)
+    client.login("CHANNEL_HANGUP_COMPLETE")
+    assert client.command("api originate sofia/gateway/gw/77 &park()").reply_text.startswith("+OK")
+    assert client.event("CHANNEL_HANGUP_COMPLETE").event()["Hangup-Cause"] == "NORMAL_CLEARING"
+
+
+def test_uuid_kill_while_ringing_fails_the_originate(node: FakeNode) -> None:
+    node.set_outcome("88", "answer", ring_seconds=30)
+    client = RawClient(node.address)
+    client.login("BACKGROUND_JOB")
+    client.command("bgapi originate {origination_uuid=r1}sofia/gateway/gw/88 &park()", ("Job-UUID", "job-r1"))
+    assert node.wait_until(lambda: node.calls_to("88") == 1)
+    other = RawClient(node.address)
+    other.login()
+    assert other.command("api uuid_kill r1 ORIGINATOR_CANCEL").reply_text == "+OK\n"
+    job = client.event("BACKGROUND_JOB").event()
+    assert (job["Job-UUID"], job.body) == ("job-r1", "-ERR ORIGINATOR_CANCEL\n")
+
+
+def test_filters_and_json_format(node: FakeNode) -> None:
+    client = RawClient(node.address)
+    client.login()
+    assert client.command("event json HEARTBEAT CHANNEL_CREATE").reply_text == "+OK event listener enabled json"
+    assert client.command("filter Event-Name CHANNEL_CREATE").reply_text == (
+        "+OK filter added. [Event-Name]=[CHANNEL_CREATE]"
+    )
+    client.command("api originate sofia/gateway/gw/1 &park()")
+    frame = client.next_frame(kinds=(FrameKind.EVENT_JSON,))
+    assert frame.event().name == "CHANNEL_CREATE"
+    gevent.sleep(0.3)
+    client.command("api echo flush")
+    assert not [f for f in client.frames if f.kind is FrameKind.EVENT_JSON]  # no HEARTBEAT passed the filter
+    assert client.command("filter delete all").reply_text == "+OK filter deleted. [all][]"
+    assert client.event("HEARTBEAT").kind is FrameKind.EVENT_JSON
+
+
+def test_rude_rejection_and_exit(node: FakeNode) -> None:
+    node.deny_clients()
+    sock = gevent.socket.create_connection(node.address, timeout=5)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    assert data == b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n"
+    node.deny_clients(False)
+    client = RawClient(node.address)
+    client.login()
+    assert client.command("exit").reply_text == "+OK bye"
+    assert client.next_frame().kind is FrameKind.DISCONNECT
+    assert client.wait_eof()
+
+
+def test_random_write_chunks_keep_the_stream_intact() -> None:
+    import random
+
+    rng = random.Random(7)
+
+    def chunker(data: bytes) -> list[bytes]:
+        cuts = sorted(rng.sample(range(1, len(data)), min(3, len(data) - 1))) if len(data) > 1 else []
+        return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+    with FakeNode("chunky", heartbeat_interval=0.05, chunker=chunker) as node:
+        client = RawClient(node.address)
+        client.login("HEARTBEAT")
+        beats = [client.event("HEARTBEAT").event() for _ in range(5)]
+        assert all(b["FreeSWITCH-Switchname"] == "chunky" for b in beats)
+        assert client.command("api status").reply_text.startswith("UP ")

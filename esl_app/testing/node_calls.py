@@ -210,11 +210,11 @@ def parse_originate(arg: str) -> OriginateRequest | str:
     target = args[1] or ""
     app: Action | None = None
     extension: str | None = None
-    match = re.fullmatch(r"&([A-Za-z0-9_.]+)(?:\((.*)\))?", target, flags=re.S)
-    if target.startswith("&"):
-        if match is None:
-            return f"-USAGE: {ORIGINATE_SYNTAX}\n"
-        app = Action(match.group(1), match.group(2) or "")
+    if target.startswith("&") and len(target) > 1:
+        # originate_function: the name ends at "(", the argument at the first ")" if any. Unquoted,
+        # "&socket(h:p async full)" arrives cut at the spaces: socket runs without async and full.
+        name, _, rest_arg = target[1:].partition("(")
+        app = Action(name, rest_arg.split(")", 1)[0])
     else:
         extension = target
     timeout = 60.0

@@ -257,8 +257,10 @@ def test_a_node_down_at_start_is_down_then_joins(nodes):
     nodes[0].crash()  # nothing listens on its port
     cluster = ClusterRegistry(cluster_settings(nodes[:2])).start()
     try:
-        assert cluster.wait_until(lambda: cluster.state("fs2") is NodeState.UP, SETTLE)
-        assert cluster.state("fs1") is NodeState.DOWN and "cannot connect" in cluster.health("fs1").reason
+        assert cluster.wait_until(
+            lambda: cluster.state("fs2") is NodeState.UP and "cannot connect" in cluster.health("fs1").reason, SETTLE
+        )
+        assert cluster.state("fs1") is NodeState.DOWN
         assert cluster.pick("outbound").name == "fs2"
         nodes[0].start()
         assert cluster.wait_until(lambda: cluster.state("fs1") is NodeState.UP, SETTLE)

@@ -123,7 +123,7 @@ def cmd_fsctl(args: argparse.Namespace) -> int:
     client = InboundClient(
         node.host, node.port, node.password.get_secret_value(), name=node.name, events=(),
         connect_timeout=settings.connect_timeout, command_timeout=settings.command_timeout,
-        allow_default_password=True,
+        allow_default_password=node.allow_default_password,
     )  # fmt: skip
     started = time.monotonic()
     client.start()

@@ -151,7 +151,10 @@ class NodeHealth:
         heard = self.last_heartbeat_at if self.last_heartbeat_at is not None else self.connected_at
         if heard is not None and now - heard > max_age:
             expected = self.settings.heartbeat_interval
-            return NodeState.DOWN, f"no HEARTBEAT for {now - heard:.1f} s (expected every {expected:g} s)"
+            return NodeState.DOWN, (
+                f"no HEARTBEAT for {now - heard:.1f} s (expected every {expected:g} s: "
+                "event-heartbeat-interval in the node's switch.conf must match heartbeat_interval)"
+            )
         if self.load is None or any(self.paused[role] is None for role in self.node.roles):
             return NodeState.DOWN, "no reading since connecting"
         if self.operator_drain:

@@ -98,7 +98,8 @@ class NodeMonitor:
             command_timeout=settings.command_timeout,
             backoff_min=settings.reconnect_min,
             backoff_max=settings.reconnect_max,
-            allow_default_password=True,  # the operator configured this password; ClueCon is their call
+            # ClueCon on a node off loopback is refused (DefaultPasswordRefused) unless the node allows it
+            allow_default_password=node.allow_default_password,
             # a connection silent for this long is dead (a half-open TCP after a network cut): reconnect
             idle_timeout=max(settings.heartbeat_max_age, 3 * settings.probe_timeout),
         )

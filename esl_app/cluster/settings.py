@@ -51,6 +51,9 @@ class NodeSettings(BaseModel):
     roles: frozenset[Role] = frozenset({Role.INBOUND, Role.OUTBOUND})
     weight: float = Field(1.0, gt=0, description="relative capacity: a node of weight 2 takes twice the share")
     drain: bool = Field(False, description="start drained: watched, but given no new calls")
+    allow_default_password: bool = Field(
+        False, description="accept the shipped password ClueCon for a node that is not on loopback (unsafe)"
+    )
 
     @field_validator("roles", mode="before")
     @classmethod

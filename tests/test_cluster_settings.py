@@ -53,3 +53,14 @@ def test_invalid_settings_are_named():
         ClusterSettings(heartbeat_interval=0.5)  # FreeSWITCH takes whole seconds, at least 1
     with pytest.raises(ValidationError):
         ClusterSettings(nodes=[{"name": "a", "host": "h", "roles": ["sideways"]}])
+
+
+def test_the_shipped_password_is_refused_for_a_node_off_loopback():
+    from esl_app.cluster import ClusterRegistry
+    from esl_app.transport.inbound import DefaultPasswordRefused
+
+    remote = ClusterSettings(nodes=[{"name": "fs1", "host": "10.0.0.11"}])  # password defaults to ClueCon
+    with pytest.raises(DefaultPasswordRefused, match="fs1"):
+        ClusterRegistry(remote)
+    allowed = ClusterSettings(nodes=[{"name": "fs1", "host": "10.0.0.11", "allow_default_password": True}])
+    assert ClusterRegistry(allowed).state("fs1").value == "down"  # built, not started: nothing connects

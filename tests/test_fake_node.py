@@ -223,6 +223,18 @@ def test_crash_resets_sockets_and_restart_changes_core_uuid(node: FakeNode) -> N
     assert int(second["Uptime-msec"]) < int(first["Uptime-msec"]) + 1000
 
 
+def test_global_getvar_core_uuid_follows_restarts(node: FakeNode) -> None:
+    client = RawClient(node.address)
+    client.login()
+    assert client.command("api global_getvar core_uuid").reply_text == node.core_uuid
+    assert f"core_uuid={node.core_uuid}\n" in client.command("api global_getvar").reply_text
+    before = node.core_uuid
+    node.restart()
+    again = RawClient(node.address)
+    again.login()
+    assert again.command("api global_getvar core_uuid").reply_text == node.core_uuid != before
+
+
 def test_outcome_spec_is_checked() -> None:
     with pytest.raises(ValueError):
         FakeNode().set_outcome("1", "sometimes")

@@ -508,6 +508,22 @@ class FakeNode:
             return "-ERR No such channel!\n"
         return call.channel.get_var(args[1]) or "_undef_"
 
+    def global_variables(self) -> dict[str, str]:
+        """The global variables ``switch_core_init`` sets that a cluster reads (``core_uuid`` = Core-UUID)."""
+        return {
+            "hostname": self.hostname,
+            "local_ip_v4": "192.0.2.2",
+            "local_ip_v6": "fd00::2",
+            "switch_serial": "fake",
+            "core_uuid": self.core_uuid,
+        }
+
+    def _api_global_getvar(self, rest: str, args: list[str]) -> str:
+        variables = self.global_variables()
+        if not rest:
+            return "".join(f"{name}={value}\n" for name, value in variables.items())
+        return variables.get(rest, "")  # an unset variable prints nothing (switch_str_nil)
+
     def _api_version(self, rest: str, args: list[str]) -> str:
         return f"FreeSWITCH Version {VERSION} (git a88d069 2024-08-02 21:02:27Z 64bit)\n"
 

@@ -537,6 +537,7 @@ class InboundClient:
         sock = gevent.socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         sock.settimeout(None)
         with contextlib.suppress(OSError):
+            # request/response: a command must not wait for the ACK of the previous one (Nagle)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # FreeSWITCH sets no keepalive on inbound sockets (spec 5.1): ours finds a dead peer
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

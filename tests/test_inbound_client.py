@@ -501,6 +501,17 @@ def test_hostile_garbage_content_length() -> None:
     _survives(_hostile(misbehave), ProtocolViolation)
 
 
+def test_hostile_endless_header_block() -> None:
+    def misbehave(conn: ServerConn) -> None:
+        conn.login()
+        conn.serve_setup()
+        conn.send(b"Content-Type: text/event-plain\n" + b"X-Junk: " + b"a" * (2 * 1024 * 1024))  # no blank line
+        conn.command(WAIT)
+
+    recorder = _survives(_hostile(misbehave), ProtocolViolation)
+    assert "header block exceeds" in str(recorder.errors(ProtocolViolation)[0])
+
+
 def test_hostile_rude_rejection() -> None:
     def misbehave(conn: ServerConn) -> None:
         conn.send(switch.rude_rejection())

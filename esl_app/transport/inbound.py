@@ -368,6 +368,7 @@ class InboundClient:
     def stop(self, timeout: float = 1.0) -> None:
         """Say ``exit`` (briefly), close, and stop reconnecting. Pending jobs fail with ``NotConnected``."""
         self._stop.set()
+        self._logged_error = f"{self.name}: client stopped"  # our own doing: not worth a warning
         link = self._link
         if link is not None and link.conn is not None and not link.conn.closed and link.ready:
             with contextlib.suppress(Exception):

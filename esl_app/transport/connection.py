@@ -86,8 +86,16 @@ class Connection:
             if result is not None:
                 self._pending.append(result)
             try:
-                with gevent.Timeout(self.write_timeout, CommandTimeout(f"write to {self.name} timed out")):
-                    self.sock.sendall(data)
+                sent = 0
+                raw = self._raw
+                if raw is not None:
+                    # the OS socket is non-blocking: a command that fits the send buffer (nearly all)
+                    # goes out in one syscall, without arming a timer
+                    with contextlib.suppress(BlockingIOError, InterruptedError):
+                        sent = raw.send(data)
+                if sent < len(data):
+                    with gevent.Timeout(self.write_timeout, CommandTimeout(f"write to {self.name} timed out")):
+                        self.sock.sendall(data[sent:] if sent else data)
             except BaseException as exc:
                 if result is not None and result in self._pending:
                     self._pending.remove(result)

@@ -210,7 +210,8 @@ def test_a_callee_that_is_busy_is_not_called_again_elsewhere(nodes, registry):
         node.set_outcome("6000", "busy")
     result = Originator(registry).originate("sofia/gateway/gw1/6000", PARK, timeout=5)
     assert result.status == "failed" and result.cause == "USER_BUSY", result
-    assert len(result.attempts) == 1
+    assert len(result.attempts) == 1 and result.attempts[0].node == result.node
+    assert nodes[int(result.node[-1]) - 1].calls_to("6000") == 1  # the node that answered the cause
     assert sum(placed_to(nodes, "6000").values()) == 1
 
 

@@ -52,8 +52,9 @@ class OriginateAttempt(BaseModel):
 
 
 class OriginateResult(BaseModel):
-    """``placed``: the call exists on ``node``; ``failed``: it was not placed (``cause`` says why,
-    per node in ``attempts``); ``unknown``: a node may have placed it and cannot say (not retried)."""
+    """``placed``: the call exists on ``node``. ``failed``: it is not up anywhere; ``cause`` is the final
+    hangup cause (from ``node``, or NO_NODE_AVAILABLE), ``attempts`` says why each node failed.
+    ``unknown``: ``node`` may have placed it and cannot say; it was not tried anywhere else."""
 
     status: Literal["placed", "failed", "unknown"]
     node: str | None = None
@@ -134,7 +135,7 @@ class Originator:
                 continue  # the node could not start the call and says it does not exist: next node
             status = "failed" if attempt.outcome == "failed" else "unknown"
             return self._finish(
-                OriginateResult(status=status, node=node.name if status == "unknown" else None,
+                OriginateResult(status=status, node=node.name,
                                 origination_uuid=call_uuid, job_uuid=attempt.job_uuid, cause=attempt.cause,
                                 detail=attempt.detail, attempts=attempts),
                 destination,

@@ -3,7 +3,7 @@ active probe, fed into each node's ``NodeHealth``; ``pick(role)`` chooses where 
 
 Every node gets:
 
-- an ``InboundClient`` subscribed to HEARTBEAT and BACKGROUND_JOB (originate results), reconnecting
+- an ``InboundClient`` subscribed to HEARTBEAT (and BACKGROUND_JOB for originate results), reconnecting
   with jittered backoff; losing it makes the node ``down`` at once (a killed FreeSWITCH closes its
   sockets within ~0.1 s);
 - a probe greenlet: every ``probe_interval`` it runs ``api status`` (load, "ready", round-trip time)
@@ -91,7 +91,7 @@ class NodeMonitor:
             node.port,
             node.password.get_secret_value(),
             name=node.name,
-            events=("HEARTBEAT", "BACKGROUND_JOB"),
+            events=("HEARTBEAT",),  # the client adds BACKGROUND_JOB for bgapi results itself
             on_event=self._on_event,
             on_state=self._on_state,
             connect_timeout=settings.connect_timeout,

@@ -216,9 +216,12 @@ def test_a_callee_that_is_busy_is_not_called_again_elsewhere(nodes, registry):
 
 
 def test_a_paused_node_is_drained(nodes, registry):
+    paused_at = time.monotonic()
     nodes[2].pause("inbound")  # what an operator runs before maintenance: fsctl pause inbound
     assert "is ready" in nodes[2].run_api("status")  # the node itself still says ready
     assert registry.wait_until(lambda: registry.state("fs3") is NodeState.DRAINING, SETTLE)
+    change = [c for c in registry.history if isinstance(c, StateChange) and c.node == "fs3"][-1]
+    assert change.at - paused_at < 1.0, f"draining after {change.at - paused_at:.3f} s"
     assert "paused (inbound)" in registry.health("fs3").reason
     originator = Originator(registry)
     for _ in range(9):

@@ -3,8 +3,8 @@
 Two figures, each for both clients, alternating rounds and reporting medians:
 
 * **events per second one core parses** from a stream of real-sized CHANNEL_* events: the frames an
-  async ``socket`` call produces on a SIP channel carrying ~150 variables (``bench.traffic``), 11 per
-  call (PARK, EXECUTE/COMPLETE of answer and playback, ANSWER, the hangup sequence), ~7 kB on
+  async ``socket`` call produces on a SIP channel carrying ~150 variables (``bench.traffic``), 12 per
+  call (PARK, EXECUTE/COMPLETE of answer and playback, ANSWER, the hangup sequence), ~8.9 kB on
   average. The handler reads three headers (Event-Name, Unique-ID, Channel-State) as a monitor
   would; two more esl-app rows read every header (no lazy shortcut), from ``text/event-plain`` and
   from ``text/event-json`` (greenswitch cannot read JSON events). Reported per wall second and

@@ -46,6 +46,7 @@ def test_status_prints_one_line_per_node(cluster_env, capsys):
     assert all(row[1] == "up" for row in rows.values())
     assert rows["fs1"][2] == "12/1000"
     assert rows["fs1"][3] == "99.0%"
+    assert rows["fs1"][5] != "-" and rows["fs1"][5].endswith("s")  # heartbeat age: one was heard
     assert rows["fs1"][6].endswith("ms")  # probe round trip
 
 

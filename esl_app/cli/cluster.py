@@ -83,10 +83,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..cluster import ClusterRegistry, NodeState
 
     settings = _settings()
-    settle = args.settle if args.settle is not None else settings.connect_timeout + 2 * settings.probe_interval + 0.5
+    # long enough to connect, probe and hear one heartbeat (the heartbeat age column), never long
+    default = min(10.0, settings.connect_timeout + max(settings.heartbeat_interval, 2 * settings.probe_interval) + 0.5)
+    settle = args.settle if args.settle is not None else default
     registry = ClusterRegistry(settings).start()
     try:
-        registry.wait_until(lambda: all(h.state is not NodeState.DOWN for h in _healths(registry)), settle)
+        registry.wait_until(
+            lambda: all(h.state is not NodeState.DOWN and h.last_heartbeat_at is not None for h in _healths(registry)),
+            settle,
+        )
         while True:
             nodes = registry.snapshot()
             if args.json:

@@ -271,6 +271,28 @@ def test_json_events_and_filters_are_applied_and_redone_after_a_restart(node: Fa
         assert client.connects == 2
 
 
+def test_frames_split_anywhere_by_the_node() -> None:
+    import random
+
+    rng = random.Random(3)
+
+    def chunker(data: bytes) -> list[bytes]:
+        if len(data) < 2:
+            return [data]
+        cuts = sorted(rng.sample(range(1, len(data)), min(5, len(data) - 1)))
+        return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+    recorder = Recorder()
+    node = FakeNode("chunky", heartbeat_interval=0.05, chunker=chunker)
+    with node, make_client(node.address, recorder, events=("HEARTBEAT", "CHANNEL_CREATE")) as client:
+        assert client.wait_connected(WAIT)
+        jobs = [client.bgapi(f"originate sofia/gateway/gw/{i} &park()") for i in range(5)]
+        assert all(job.wait(WAIT).startswith("+OK") for job in jobs)
+        assert client.api("status").startswith("UP ")
+        assert recorder.wait_for(lambda: recorder.names().count("HEARTBEAT") >= 5)
+        assert recorder.names().count("CHANNEL_CREATE") == 5
+
+
 def test_wrong_password_is_a_clear_error_and_retried(node: FakeNode) -> None:
     recorder = Recorder()
     client = InboundClient(*node.address, "wrong", name="node", on_state=recorder.on_state, backoff_min=0.05,

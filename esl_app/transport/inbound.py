@@ -668,8 +668,8 @@ class InboundClient:
             return
         try:
             event = frame.event()
-        except ProtocolError as exc:
-            self._fail_link(link, ProtocolViolation(f"{self.name}: malformed event: {exc}"))
+        except Exception as exc:  # ProtocolError, or anything a hostile body makes a decoder raise
+            self._fail_link(link, ProtocolViolation(f"{self.name}: malformed event: {exc!r}"[:500]))
             return
         self.events_received += 1
         name = event.name

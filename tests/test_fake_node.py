@@ -517,3 +517,21 @@ def test_random_write_chunks_keep_the_stream_intact() -> None:
         beats = [client.event("HEARTBEAT").event() for _ in range(5)]
         assert all(b["FreeSWITCH-Switchname"] == "chunky" for b in beats)
         assert client.command("api status").reply_text.startswith("UP ")
+
+
+def test_crash_during_a_blocking_api_originate_places_nothing_more(node: FakeNode) -> None:
+    server, flows = _served_app()
+    try:
+        node.set_outcome("7000", "answer", ring_seconds=0.3)
+        client = RawClient(node.address)
+        client.login()
+        host, port = server.address
+        client.send(f"api originate sofia/gateway/gw/7000 '&socket({host}:{port} async full)'\n\n".encode())
+        assert node.wait_until(lambda: node.calls_to("7000") == 1)
+        node.crash()
+        assert client.wait_eof()
+        gevent.sleep(0.6)  # past the ring time: the dead node must not answer nor connect the call
+        assert flows == []
+        assert server.accepted == 0
+    finally:
+        server.stop(deadline=2)

@@ -220,6 +220,9 @@ class FakeNode:
         self._jobs.clear()
         for session in list(self.sessions):
             session.close(abort=True)
+            # a listener blocked in an api (originate ringing) dies with the process
+            if session.greenlet is not None and session.greenlet is not current:
+                session.greenlet.kill(block=False)
         self.sessions.clear()
         for call in list(self._live.values()):
             call.vanish()
@@ -417,7 +420,7 @@ class FakeNode:
             self.connections_accepted += 1
             session = NodeSession(self, sock, peer, chunker=self.chunker)
             self.sessions.append(session)
-            gevent.spawn(session.run)
+            session.greenlet = gevent.spawn(session.run)
 
     def _session_closed(self, session: NodeSession) -> None:
         with contextlib.suppress(ValueError):

@@ -364,6 +364,7 @@ class NodeCall:
     def vanish(self) -> None:
         """The node crashed: no events, the socket to the application server is reset."""
         self.hangup_cause = self.hangup_cause or "CRASH"
+        self._wake.set()
         peer = self.peer
         if peer is not None and peer.sock is not None:
             with contextlib.suppress(OSError):

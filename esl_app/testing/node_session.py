@@ -106,6 +106,7 @@ class NodeSession:
         self._eof = False
         self._exit = False
         self._reader_greenlet: gevent.Greenlet | None = None
+        self.greenlet: gevent.Greenlet | None = None  # the one running ``run`` (set by the node)
         # subscription state
         self._names: set[str] = set()
         self._all = False

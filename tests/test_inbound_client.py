@@ -214,6 +214,20 @@ def test_job_lost_when_the_node_dies_mid_job(node: FakeNode) -> None:
         assert node.calls_to("2000") == 1
 
 
+def test_job_wait_is_bounded_by_default_and_can_be_waited_again(node: FakeNode) -> None:
+    node.set_outcome("4000", "answer", ring_seconds=0.5)
+    node.set_outcome("4001", "unknown")
+    with make_client(node.address, job_timeout=0.1) as client:
+        assert client.wait_connected(WAIT)
+        job = client.bgapi("originate sofia/gateway/gw/4000 &park()")
+        with pytest.raises(CommandTimeout):
+            job.wait()  # job_timeout
+        assert job.wait(WAIT).startswith("+OK ")  # still delivered later
+        assert client.bgapi("originate sofia/gateway/gw/4001 &park()").wait(WAIT) == "-ERR NO_ROUTE_DESTINATION\n"
+        with pytest.raises(CommandFailed):
+            client.bgapi("originate sofia/gateway/gw/4001 &park()").ok(WAIT)
+
+
 def test_slow_event_handler_does_not_stall_replies_and_order_is_kept(node: FakeNode) -> None:
     seen: list[int] = []
     release = Signal()

@@ -82,7 +82,7 @@ class Outcome(BaseModel):
 
 
 def parse_outcome(spec: str | Outcome) -> Outcome:
-    """``"answer"``, ``"busy"``, ``"no_answer"``, ``"reject"``, ``"unroutable"`` or ``"fail:CAUSE"``."""
+    """``answer``, ``busy``, ``no_answer``, ``reject``, ``unroutable`` (alias ``unknown``) or ``fail:CAUSE``."""
     if isinstance(spec, Outcome):
         return spec
     kind, _, cause = spec.partition(":")
@@ -92,6 +92,8 @@ def parse_outcome(spec: str | Outcome) -> Outcome:
         return Outcome(kind="fail", cause=cause)
     if cause:
         raise ValueError(f"only fail:<CAUSE> takes a cause, not {spec!r}")
+    if kind == "unknown":
+        kind = "unroutable"  # a destination the far end does not know: NO_ROUTE_DESTINATION
     return Outcome(kind=kind)  # type: ignore[arg-type]  # pydantic checks the literal
 
 

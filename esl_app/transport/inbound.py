@@ -178,14 +178,16 @@ class BackgroundJob:
     def wait(self, timeout: float | None = None) -> str:
         """The job's output (e.g. ``+OK <uuid>\\n`` or ``-ERR NO_ANSWER\\n`` for originate).
 
-        Raises ``CommandTimeout`` (the job may still finish: wait again), ``JobLost``, ``NotConnected``,
-        ``CommandFailed`` (the bgapi itself was refused) or ``CommandTimeout`` for a missing reply.
+        ``timeout`` defaults to the client's ``job_timeout``. Raises ``CommandTimeout`` (no result yet:
+        the job may still finish, wait again; or no reply to the bgapi in time), ``JobLost``,
+        ``NotConnected`` (the client was stopped), ``CommandFailed`` (the bgapi itself was refused).
         """
+        wait = self.client.job_timeout if timeout is None else timeout
         try:
-            return self._result.get(timeout=timeout)
+            return self._result.get(timeout=wait)
         except gevent.Timeout:
             raise CommandTimeout(
-                f"{self.client.name}: no result for job {self.job_uuid} ({self.command!r}) within {timeout} s"
+                f"{self.client.name}: no result for job {self.job_uuid} ({self.command!r}) within {wait} s"
             ) from None
 
     def ok(self, timeout: float | None = None) -> str:
@@ -197,10 +199,11 @@ class BackgroundJob:
 
     def wait_accepted(self, timeout: float | None = None) -> str:
         """The ``+OK Job-UUID: ...`` reply text (raises like ``wait`` when it did not come)."""
+        wait = self.client.command_timeout if timeout is None else timeout
         try:
-            return self._reply.get(timeout=timeout)
+            return self._reply.get(timeout=wait)
         except gevent.Timeout:
-            raise CommandTimeout(f"{self.client.name}: no reply to bgapi {self.command!r} within {timeout} s") from None
+            raise CommandTimeout(f"{self.client.name}: no reply to bgapi {self.command!r} within {wait} s") from None
 
     # -- resolution, called by the client ------------------------------------------------------
 
@@ -281,7 +284,8 @@ class InboundClient:
     job results still pass. ``on_event`` runs in one dispatcher greenlet, in arrival order.
     ``on_state(client, state, error)``: ``connecting``, ``connected``, ``disconnected`` (with why).
     ``idle_timeout``: treat the connection as dead when no frame arrived for that long (None: never;
-    set it above the node's heartbeat interval when subscribed to HEARTBEAT).
+    set it above the node's heartbeat interval when subscribed to HEARTBEAT). ``job_timeout``: the
+    default bound of ``BackgroundJob.wait`` (an originate can ring for a minute or more).
     """
 
     def __init__(
@@ -302,6 +306,7 @@ class InboundClient:
         backoff_max: float = 5.0,
         allow_default_password: bool = False,
         idle_timeout: float | None = None,
+        job_timeout: float = 300.0,
         max_event_bytes: int = 4 * 1024 * 1024,
         max_queued_events: int = MAX_QUEUED_EVENTS,
     ) -> None:
@@ -333,6 +338,7 @@ class InboundClient:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.idle_timeout = idle_timeout
+        self.job_timeout = job_timeout
         self.max_event_bytes = max_event_bytes
         self.max_queued_events = max_queued_events
         # state

@@ -85,6 +85,8 @@ def test_least_loaded_node_gets_the_call(nodes, registry):
     assert result.status == "placed" and result.node == "fs2", result
     assert placed_to(nodes, "1000") == {"fs1": 0, "fs2": 1, "fs3": 0}
     assert nodes[1].call(result.origination_uuid) is not None  # esl-app chose the channel's UUID
+    assert registry.call_exists("fs2", result.origination_uuid, timeout=5) is True
+    assert registry.call_exists("fs1", result.origination_uuid, timeout=5) is False
 
 
 def test_equal_nodes_share_the_calls_evenly(nodes, registry):
@@ -189,6 +191,7 @@ def test_a_node_that_restarts_mid_job_is_not_retried_elsewhere(nodes, registry):
     assert result.status == "unknown", result
     assert "uuid_exists: false" in result.attempts[0].detail
     assert sum(placed_to(nodes, "4100").values()) == 1
+    assert registry.call_exists(ringing.name, result.origination_uuid, timeout=5) is False
 
 
 def test_a_refusing_node_is_asked_then_the_call_moves_on(nodes, registry):

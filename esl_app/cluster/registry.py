@@ -339,6 +339,20 @@ class ClusterRegistry:
         )
         return chosen.node if chosen is not None else None
 
+    def call_exists(self, name: str, uuid: str, timeout: float | None = None) -> bool | None:
+        """Ask node ``name`` whether a channel exists (``uuid_exists``): True, False, or None when the
+        node cannot be asked now. How a dialer settles an originate whose result was ``unknown``."""
+        from ..transport.inbound import InboundError
+
+        if not _UUID.match(uuid):
+            raise ValueError(f"not a channel UUID: {uuid!r}")
+        client = self.monitors[name].client
+        try:
+            answer = client.api(f"uuid_exists {uuid}", timeout=timeout).strip()
+        except InboundError:
+            return None
+        return {"true": True, "false": False}.get(answer)
+
     def cost(self, name: str) -> float | None:
         return node_cost(self.monitors[name].health)
 

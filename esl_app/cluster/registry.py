@@ -7,7 +7,8 @@ Every node gets:
   with jittered backoff; losing it makes the node ``down`` at once (a killed FreeSWITCH closes its
   sockets within ~0.1 s);
 - a probe greenlet: every ``probe_interval`` it runs ``api status`` (load, "ready", round-trip time)
-  and ``fsctl pause_check inbound|outbound`` (a node paused inbound says nothing anywhere else), and
+  and ``fsctl pause_check inbound|outbound`` (a node paused inbound says nothing anywhere else), plus
+  ``global_getvar core_uuid`` once per connection (a restart is seen before the first heartbeat), and
   re-checks heartbeat age. A probe slower than ``probe_timeout`` makes the node ``down``.
 
 State changes are logged, counted for Prometheus (``esl_app.cluster.metrics``) and handed to

@@ -153,6 +153,11 @@ class Originator:
             # raised before anything was written: the node never saw the command
             attempt.outcome, attempt.detail = "not_sent", f"not connected: {exc}"
             return
+        except InboundError as exc:
+            # a write that timed out: part of the command, or all of it, may have reached the node
+            attempt.detail = f"bgapi not written: {type(exc).__name__}: {exc}"
+            self._reconcile(name, attempt, after=attempt.detail, lost=True)
+            return
         try:
             body = job.wait(job_timeout)
         except CommandFailed as exc:

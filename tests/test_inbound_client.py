@@ -376,6 +376,28 @@ def test_command_timeout_leaves_the_connection_in_sync() -> None:
         assert client.connected
 
 
+def test_a_write_that_times_out_is_a_lost_job_and_a_new_connection() -> None:
+    stalled = Signal()
+
+    def handler(conn: ServerConn, index: int) -> None:
+        conn.login()
+        conn.serve_setup()
+        if index == 0:
+            stalled.wait(WAIT)  # stops reading: the client's send buffer fills up
+            return
+        conn.serve_api()
+
+    recorder = Recorder()
+    with ScriptedServer(handler) as server, make_client(server.address, recorder, command_timeout=0.5) as client:
+        assert client.wait_connected(WAIT)
+        with pytest.raises(JobLost) as info:
+            client.bgapi("echo " + "x" * 32_000_000)
+        assert info.value.accepted is False
+        stalled.set()
+        assert recorder.wait_for(lambda: client.connects == 2)
+        assert client.api("echo fine") == "fine"
+
+
 def test_idle_timeout_reconnects_a_silent_connection() -> None:
     def handler(conn: ServerConn, index: int) -> None:
         conn.login()

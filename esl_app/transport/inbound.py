@@ -374,7 +374,6 @@ class InboundClient:
     def stop(self, timeout: float = 1.0) -> None:
         """Say ``exit`` (briefly), close, and stop reconnecting. Pending jobs fail with ``NotConnected``."""
         self._stop.set()
-        self._logged_error = f"{self.name}: client stopped"  # our own doing: not worth a warning
         link = self._link
         if link is not None and link.conn is not None and not link.conn.closed and link.ready:
             with contextlib.suppress(Exception):
@@ -443,7 +442,8 @@ class InboundClient:
         """Send ``bgapi <command>`` with a ``Job-UUID`` header; return the job at once.
 
         ``timeout`` bounds the wait for FreeSWITCH's ``+OK Job-UUID`` reply (default
-        ``command_timeout``); the job's result has no deadline of its own (``BackgroundJob.wait``).
+        ``command_timeout``); ``BackgroundJob.wait`` bounds the wait for the result. Raises
+        ``NotConnected`` (nothing was sent) or ``JobLost`` (the write timed out: it may have been sent).
         """
         job_uuid = job_uuid or str(uuidlib.uuid4())
         check_safe("Job-UUID", job_uuid)
@@ -459,13 +459,18 @@ class InboundClient:
         # registered before the write: the result may arrive right behind the reply
         self._jobs[job_uuid] = job
         try:
+            # _live() saw the connection open and nothing ran since: a failure here is the write's own
             reply = conn.send(data)
-        except ConnectionClosed as exc:
+        except (ConnectionClosed, _BaseCommandTimeout) as exc:
+            # failed or timed out mid-write: part of the command may be on the wire and the job may
+            # run; the connection is closed (Connection does so on any write error), never reused
             self._jobs.pop(job_uuid, None)
-            raise NotConnected(f"{self.name}: connection closed") from (link.error or exc)
-        except _BaseCommandTimeout as exc:
-            self._jobs.pop(job_uuid, None)
-            raise CommandTimeout(f"{self.name}: writing bgapi {command!r} timed out") from exc
+            self._drop(link, ConnectionLost(f"{self.name}: writing bgapi {command!r} failed: {exc}"))
+            raise JobLost(
+                f"{self.name}: writing bgapi {command!r} failed ({exc}); it may have been sent",
+                job_uuid=job_uuid,
+                accepted=False,
+            ) from exc
         assert reply is not None
         wait = self.command_timeout if timeout is None else timeout
         timer = gevent.get_hub().loop.timer(wait)
@@ -484,12 +489,13 @@ class InboundClient:
         link, conn = self._live()
         wait = self.command_timeout if timeout is None else timeout
         try:
-            reply = conn.send(data)
+            reply = conn.send(data)  # a write error closes the connection (ConnectionClosed below)
             assert reply is not None
             return reply.get(timeout=wait)
         except gevent.Timeout:
             raise CommandTimeout(f"{self.name}: no reply to {what!r} within {wait} s") from None
-        except _BaseCommandTimeout as exc:  # the write itself timed out
+        except _BaseCommandTimeout as exc:  # the write itself timed out: part of it may be on the wire
+            self._drop(link, ConnectionLost(f"{self.name}: writing {what!r} timed out"))
             raise CommandTimeout(f"{self.name}: writing {what!r} timed out") from exc
         except ConnectionClosed as exc:
             raise ConnectionLost(f"{self.name}: connection lost before the reply to {what!r}") from (
@@ -626,8 +632,8 @@ class InboundClient:
         if state == "disconnected" and error is not None:
             # one warning per distinct reason: a node that stays down does not flood the log
             text = str(error)
-            log.log(logging.DEBUG if text == self._logged_error else logging.WARNING, "%s: disconnected: %s",
-                    self.name, text)  # fmt: skip
+            quiet = text == self._logged_error or self._stop.is_set()  # repeated, or our own stop()
+            log.log(logging.DEBUG if quiet else logging.WARNING, "%s: disconnected: %s", self.name, text)
             self._logged_error = text
         elif state == "connected":
             self._logged_error = None

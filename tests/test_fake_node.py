@@ -380,6 +380,24 @@ def test_unquoted_socket_argument_is_cut_at_the_spaces_as_freeswitch_does() -> N
     assert quoted.timeout == 15.0
 
 
+def test_originate_arguments_are_split_and_unescaped_as_switch_separate_string_does() -> None:
+    from esl_app.testing.node_calls import parse_originate, separate_string
+
+    assert separate_string("a b  'c d' e", " ") == ["a", "b", "c d", "e"]
+    assert separate_string("a,b\\,c,'x,y'", ",") == ["a", "b,c", "x,y"]
+    assert separate_string("name=va=lue", "=", 2) == ["name", "va=lue"]
+    assert separate_string("^^:a:b,c", ",") == ["a", "b,c"]
+    # three passes: the api line on spaces, the {} block on commas, each item on "=" (each unescapes)
+    line = (
+        "{origination_caller_id_name=Anna\\\\sSmith,tag=a\\\\,b,origination_uuid=u1}sofia/gateway/gw/100"
+        " '&socket(127.0.0.1:8085 async full)'"
+    )
+    request = parse_originate(line)
+    assert not isinstance(request, str)
+    assert request.variables == {"origination_caller_id_name": "Anna Smith", "tag": "a,b", "origination_uuid": "u1"}
+    assert request.caller_id_name == "Anna Smith"
+
+
 def test_originate_errors_as_the_real_switch_words_them(node: FakeNode) -> None:
     client = RawClient(node.address)
     client.login()

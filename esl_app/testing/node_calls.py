@@ -22,7 +22,7 @@ import gevent
 from gevent.event import Event as Signal
 from pydantic import BaseModel, ConfigDict
 
-from .channel import Channel, Pairs, split_arguments
+from .channel import Channel, Pairs
 from .peer import CallScript, FakeFreeSWITCH, connect_tcp
 
 if TYPE_CHECKING:
@@ -135,39 +135,114 @@ class OriginateRequest:
     timeout: float = 60.0
 
 
-def _split_vars(text: str) -> dict[str, str]:
-    """``a=1,b='x y',c=a\\,b`` (FreeSWITCH's ``{}``/``[]`` syntax) into a dict."""
-    separator = ","
-    if text.startswith("^^") and len(text) > 2:
-        separator, text = text[2], text[3:]
-    items: list[str] = []
-    current: list[str] = []
-    quoted = False
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and i + 1 < len(text) and text[i + 1] == separator:
-            current.append(separator)
-            i += 2
-            continue
-        if char == "'":
-            quoted = not quoted
-        elif char == separator and not quoted:
-            items.append("".join(current))
-            current = []
-            i += 1
-            continue
-        current.append(char)
+ESCAPE_META = "\\"
+_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
+
+
+def _cleanup(text: str, delim: str) -> str:
+    """``cleanup_separated_string`` (switch_utils.c): drop quotes, undo escapes, trim spaces.
+
+    ``\\'``, ``\\"``, ``\\\\`` and ``\\<delim>`` stand for the character itself; ``\\n``, ``\\r``,
+    ``\\t``, ``\\s`` for newline, CR, tab and space. Single quotes group (only when a closing one
+    follows) and are removed; trailing spaces outside quotes are dropped.
+    """
+    i, n = 0, len(text)
+    while i < n and text[i] == " ":
         i += 1
-    items.append("".join(current))
+    out: list[str] = []
+    end: int | None = None
+    inside = False
+    while i < n:
+        char = text[i]
+        escaped = False
+        if char == ESCAPE_META and i + 1 < n:
+            nxt = text[i + 1]
+            if nxt in ("'", '"', ESCAPE_META) or (delim and nxt == delim) or _UNESCAPE.get(nxt, nxt) != nxt:
+                out.append(_UNESCAPE.get(nxt, nxt) if nxt not in ("'", '"', ESCAPE_META, delim) else nxt)
+                end = len(out)
+                escaped = True
+                i += 1
+        if not escaped:
+            if char == "'" and (inside or "'" in text[i + 1 :]):
+                inside = not inside
+                if inside:
+                    end = len(out)
+            else:
+                out.append(char)
+                if char != " " or inside:
+                    end = len(out)
+        i += 1
+    return "".join(out if end is None else out[:end])
+
+
+def separate_string(text: str, delim: str, limit: int = 1024) -> list[str]:
+    """``switch_separate_string`` (switch_utils.c): how FreeSWITCH splits api and dial-string arguments.
+
+    ``^^<c>`` at the start changes the delimiter. A backslash protects the next character, single
+    quotes group; with a space delimiter runs of spaces separate. At most ``limit`` pieces: the last
+    one keeps the rest of the text. Each piece then goes through ``_cleanup``.
+    """
+    if text.startswith("^^") and len(text) > 3:
+        delim, text = text[2], text[3:]
+    n = len(text)
+    pieces: list[tuple[int, int]] = []
+    i = 0
+    inside = False
+    start = 0
+    blank = delim == " "
+    state = "start"
+    while i < n and len(pieces) < limit:  # as in C: once the last piece started, it takes the rest
+        char = text[i]
+        if state == "start":
+            start = i
+            pieces.append((start, n))
+            state = "skip_initial" if blank else "find"
+            continue
+        if state == "skip_initial":
+            if char == " ":
+                i += 1
+            else:
+                state = "find"
+            continue
+        if state == "skip_ending":
+            if char == " ":
+                i += 1
+            else:
+                state = "start"
+            continue
+        # find the delimiter
+        if char == ESCAPE_META:
+            i += 1
+        elif char == "'" and (blank or inside or "'" in text[i + 1 :]):
+            inside = not inside
+        elif char == delim and not inside:
+            pieces[-1] = (start, i)
+            state = "skip_ending" if blank else "start"
+        i += 1
+    return [_cleanup(text[a:b], "" if blank else delim) for a, b in pieces]
+
+
+def _find_end(text: str, open_char: str, close_char: str) -> int:
+    """``switch_find_end_paren``: the index of the bracket that closes the one at 0 (nesting counted)."""
+    depth = 0
+    for index, char in enumerate(text):
+        if char == open_char:
+            depth += 1
+        elif char == close_char:
+            depth -= 1
+            if depth == 0:
+                return index
+    return -1
+
+
+def _split_vars(text: str) -> dict[str, str]:
+    """``{a=1,b=2}`` content as ``switch_event_create_brackets`` reads it: split on ``,`` (or ``^^<c>``),
+    then each item on the first ``=``; both passes undo escapes again."""
     out: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if sep and name.strip():
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == "'":
-                value = value[1:-1]
-            out[name.strip()] = value
+    for item in separate_string(text, ","):
+        pair = separate_string(item, "=", 2)
+        if len(pair) == 2:
+            out[pair[0]] = pair[1]
     return out
 
 
@@ -176,7 +251,7 @@ def _strip_variables(dialstring: str) -> tuple[dict[str, str], str]:
     text = dialstring
     while text and text[0] in "{[<":
         close = {"{": "}", "[": "]", "<": ">"}[text[0]]
-        end = text.find(close)
+        end = _find_end(text, text[0], close)
         if end < 0:
             break
         variables.update(_split_vars(text[1:end]))
@@ -199,7 +274,7 @@ def _destination(endpoint: str, rest: str) -> str:
 
 def parse_originate(arg: str) -> OriginateRequest | str:
     """The request, or the ``-USAGE``/``-ERR`` text FreeSWITCH answers when it cannot be parsed."""
-    args = split_arguments(arg)
+    args = separate_string(arg, " ", 10)
     if len(args) < 2 or len(args) > 7:
         return f"-USAGE: {ORIGINATE_SYNTAX}\n"
     args = [None if a == "undef" else a for a in args]  # type: ignore[misc]

@@ -49,13 +49,15 @@ class Connection:
         *,
         name: str = "",
         write_timeout: float = 10.0,
+        parser: Parser | None = None,
     ) -> None:
         self.sock = sock
         self.name = name
         self.write_timeout = write_timeout
         self._on_frame = on_frame
         self._on_close = on_close
-        self._parser = Parser()
+        # a caller may bring its own limits (the inbound client caps event sizes tighter)
+        self._parser = parser if parser is not None else Parser()
         # replies owed, oldest first; rarely more than 3, and a list is ~500 bytes smaller than a deque
         self._pending: list[AsyncResult] = []
         self._write_lock = Semaphore()
@@ -88,8 +90,16 @@ class Connection:
             if result is not None:
                 self._pending.append(result)
             try:
-                with gevent.Timeout(self.write_timeout, CommandTimeout(f"write to {self.name} timed out")):
-                    self.sock.sendall(data)
+                sent = 0
+                raw = self._raw
+                if raw is not None:
+                    # the OS socket is non-blocking: a command that fits the send buffer (nearly all)
+                    # goes out in one syscall, without arming a timer
+                    with contextlib.suppress(BlockingIOError, InterruptedError):
+                        sent = raw.send(data)
+                if sent < len(data):
+                    with gevent.Timeout(self.write_timeout, CommandTimeout(f"write to {self.name} timed out")):
+                        self.sock.sendall(data[sent:] if sent else data)
             except BaseException as exc:
                 if result is not None and result in self._pending:
                     self._pending.remove(result)

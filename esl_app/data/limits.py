@@ -203,18 +203,21 @@ class Limiter:
         """This worker's part of the limit while the others can't be asked: its share of the limit,
         and, while its view of Redis's count is recent, its share of the headroom that count left."""
         workers = self.workers()
+        # one worker alone holds the whole limit; Redis configured but not answering is said so
+        which = "the" if workers == 1 else "its share of the"
+        without = " without Redis" if self.redis is not None else ""
         if limits.max_concurrent is not None:
             share = limits.max_concurrent // workers
             mine = self.holding[tenant_id]
             if mine >= share:
                 self.refused["concurrent"] += 1
-                return False, (f"over its share of the concurrent-call limit without Redis ({mine}/{share} "
-                               f"in this worker, {limits.max_concurrent} over {workers} workers)")  # fmt: skip
+                spread = f" in this worker, {limits.max_concurrent} over {workers} workers" if workers > 1 else ""
+                return False, f"over {which} concurrent-call limit{without} ({mine}/{share}{spread})"
             headroom = self._headroom(tenant_id, limits.max_concurrent, workers)
             if headroom is not None and self.unrecorded[tenant_id] >= headroom:
                 self.refused["concurrent"] += 1
-                return False, (f"over its share of the concurrent-call limit without Redis ({mine} held, "
-                               f"{headroom} more allowed in this worker)")  # fmt: skip
+                return False, (f"over {which} concurrent-call limit{without} ({mine} held here, {headroom} more "
+                               f"allowed by Redis's last count)")  # fmt: skip
         if limits.calls_per_second is not None:
             share = limits.calls_per_second // workers
             now = time.monotonic()
@@ -223,8 +226,8 @@ class Limiter:
                 window.popleft()
             if len(window) >= share:
                 self.refused["rate"] += 1
-                return False, (f"over its share of the call-rate limit without Redis ({share} of "
-                               f"{limits.calls_per_second} calls/s in this worker)")  # fmt: skip
+                spread = f" in this worker, {limits.calls_per_second} over {workers} workers" if workers > 1 else ""
+                return False, f"over {which} call-rate limit{without} ({share} calls/s{spread})"
             window.append(now)
         return True, ""
 

@@ -76,11 +76,14 @@ def test_racing_greenlets_in_two_processes_get_exactly_the_limit(make_data, admi
         assert outcomes.count("route") == 10 and outcomes.count("over_limit") == 50
         routed = {f"race-{i}" for i, outcome in enumerate(outcomes) if outcome == "route"}
         wait_until(lambda: redis_slots(redis_client, one) == routed and settled(one) and settled(two), timeout=10)
-        if latency:  # every script reached Redis and 10 took a slot: each was kept or given back
+        if latency:
+            # every late script that took a slot was kept (its call was admitted) or given back (and
+            # then maybe taken by a later one); every admitted call whose script did not take one
+            # was recorded
             kept = sum(data.limiter.reconciled["late_kept"] for data in (one, two))
             released = sum(data.limiter.reconciled["late_released"] for data in (one, two))
             recorded = sum(data.limiter.reconciled["recorded_unrecorded"] for data in (one, two))
-            assert (kept + released, kept + recorded) == (10, 10)
+            assert kept + recorded == 10 and kept + released >= 10, (kept, released, recorded)
     finally:
         proxy.close()
 
@@ -136,10 +139,11 @@ def test_renewal_restores_slots_redis_lost(make_data, redis_client, caplog):
         assert (a.outcome, a.lease_where) == ("route", "redis")
         assert two.decide("3000", "2", call_id="call-b", at=OPEN).outcome == "over_limit"
         redis_client.delete(one.redis.limit_keys("pilot")[0])  # what a restart leaves
-        wait_until(lambda: redis_slots(redis_client, one) == {"call-a"} and settled(one), timeout=5)
+        restored = lambda: redis_slots(redis_client, one) == {"call-a"} and one.limiter.reconciled["restored_lost"]  # noqa: E731
+        wait_until(restored, timeout=5)
         c = two.decide("3000", "3", call_id="call-c", at=OPEN)
         assert (c.outcome, c.reason) == ("over_limit", "tenant pilot over the concurrent-call limit (1/1)")
-        assert one.limiter.reconciled["restored_lost"] == 1
+        assert one.limiter.reconciled["restored_lost"] == 1  # once, and said so:
         assert any("Redis had lost 1 of this worker's 1 call slots" in r.getMessage() for r in caplog.records)
         sample = pool_metrics.registry.get_sample_value(
             "esl_app_data_limit_slots_restored_total", {"pool": "limits-test", "reason": "lost"}

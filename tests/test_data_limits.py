@@ -15,7 +15,7 @@ from data_fixtures import REDIS_URL, Admin, TcpProxy, wait_until
 
 from esl_app.data import Limits
 from esl_app.data.limits import Limiter, pool_workers
-from esl_app.data.redis_tier import RedisUnavailable
+from esl_app.data.redis_tier import RedisTier, RedisUnavailable
 
 LONDON = ZoneInfo("Europe/London")
 OPEN = datetime(2026, 11, 25, 10, 30, tzinfo=LONDON)
@@ -186,15 +186,13 @@ def test_calls_admitted_without_redis_are_recorded_when_it_returns(make_data, re
         proxy.close()
 
 
-def test_a_check_cut_short_by_the_budget_does_not_open_the_breaker(make_data):
+def test_a_check_cut_short_by_the_budget_does_not_open_the_breaker(redis_prefix):
     """Only a wait of a whole per-operation timeout says Redis is slow. When the decision's budget was
     spent elsewhere (e.g. queued Postgres lookups) and little is left, a timeout says nothing about
     Redis, and must not make every other call skip it."""
-    proxy = TcpProxy("127.0.0.1", REDIS_PORT)
+    proxy = TcpProxy("127.0.0.1", REDIS_PORT, delay=0.05)
+    tier = RedisTier(f"redis://127.0.0.1:{proxy.port}/0", redis_prefix, timeout=0.02, retry_interval=30)
     try:
-        data = make_data(redis_url=f"redis://127.0.0.1:{proxy.port}/0")
-        proxy.delay = 0.05
-        tier = data.redis
         for i in range(5):
             with pytest.raises(RedisUnavailable):
                 tier.acquire("pilot", f"short-{i}", 1, None, 1.0, timeout=0.002)
@@ -204,6 +202,7 @@ def test_a_check_cut_short_by_the_budget_does_not_open_the_breaker(make_data):
                 tier.acquire("pilot", f"full-{i}", 1, None, 1.0, timeout=tier.timeout)
         assert not tier.available()
     finally:
+        tier.close()
         proxy.close()
 
 

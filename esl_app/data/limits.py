@@ -134,6 +134,10 @@ class Limiter:
         self._maintainer.kill(block=False)
         self._maintainer = None
         if self.redis is not None:
+            with contextlib.suppress(RedisUnavailable):  # else they expire by themselves
+                slots = [(tenant_id, call_id) for call_id, tenant_id in self.to_release.items()]
+                self.redis.release_many(slots, timeout=0.5)
+                self.to_release.clear()
             with contextlib.suppress(RedisUnavailable):  # else it drops out of the registry by itself
                 self.redis.heartbeat(self.worker_id, 0, timeout=0.5)  # leaving: no longer counted
 
@@ -191,7 +195,8 @@ class Limiter:
             return True, "", "local"
         self.local_decisions += 1
         allowed, why = self._within_share(tenant_id, limits)
-        _tell("without_redis", "admitted" if allowed else "refused")
+        if self.redis is not None:  # (with no Redis configured, this is the normal way)
+            _tell("without_redis", "admitted" if allowed else "refused")
         if not allowed:
             return False, why, None
         if limits.max_concurrent is None:
@@ -331,10 +336,14 @@ class Limiter:
             self._wake.clear()
             gevent.sleep(0.001)  # let a burst of admissions gather before writing them in one go
             now = time.monotonic()
-            # Redis forgot this worker: it lost its data, slots included; put them back now rather
-            # than at the next renewal
-            renew_all = self._heartbeat(timeout=1.0) or now >= next_renewal
-            self.sync(renew_all=renew_all)
+            try:
+                # Redis forgot this worker: it lost its data, slots included; put them back now rather
+                # than at the next renewal
+                renew_all = self._heartbeat(timeout=1.0) or now >= next_renewal
+                self.sync(renew_all=renew_all)
+            except Exception:  # a bug here must not stop the renewals: every slot would expire
+                log.exception("limits upkeep failed; retrying")
+                continue
             if renew_all:
                 next_renewal = now + self.lease / 3
 

@@ -194,8 +194,9 @@ class RedisTier:
             log.warning("Redis unavailable (%s: %s): skipping it for %.1f s at a time",
                         what, detail, self.retry_interval)  # fmt: skip
 
-    def _ok(self) -> None:
-        self.timeouts_in_a_row = 0
+    def _ok(self, took: float = 0.0) -> None:
+        if took <= self.timeout:  # a slow success (a long operation, a generous timeout) proves little
+            self.timeouts_in_a_row = 0
         if self.down_since is not None:
             log.warning("Redis is back after %.1f s", time.monotonic() - self.down_since)
             self.down_since = None
@@ -205,8 +206,9 @@ class RedisTier:
         failure opens the breaker."""
         if not self.available():
             raise RedisUnavailable("Redis skipped (breaker open)")
+        started = time.monotonic()
         result = self._call(what, fn, self.timeout if timeout is None else timeout, count_timeout=True)
-        self._ok()
+        self._ok(time.monotonic() - started)
         return result
 
     def _call(self, what: str, fn: Any, timeout: float, count_timeout: bool) -> Any:
@@ -312,8 +314,7 @@ class RedisTier:
             except RedisUnavailable as exc:
                 result.set_exception(exc)
                 return
-            if time.monotonic() - started <= self.timeout:
-                self._ok()  # an answer in time; a late one was already counted by its caller
+            self._ok(time.monotonic() - started)  # a late answer was already counted by its caller
             result.set((int(code), int(count), int(active)))
 
         gevent.spawn(send)

@@ -374,6 +374,8 @@ class Limiter:
                 return
             for call_id, _ in batch:
                 self.to_release.pop(call_id, None)
+        if not renew_all and not any(self.unrecorded.values()):
+            return  # the common tick: nothing to write
         todo = [(call_id, slot.tenant_id) for call_id, slot in self.held.items() if renew_all or not slot.recorded]
         for start in range(0, len(todo), BATCH):
             if not self._renew(todo[start : start + BATCH]):

@@ -86,17 +86,18 @@ RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[1])
-local added, totals, seen = {}, {}, {}
+local added, totals, live = {}, {}, {}
 for i, key in ipairs(KEYS) do
   added[i] = redis.call('ZADD', key, now + lease, ARGV[i + 1])
-  if not seen[key] then
-    seen[key] = true
-    redis.call('PEXPIRE', key, lease * 2)
-  end
+  live[key] = true
+end
+for key in pairs(live) do
+  redis.call('PEXPIRE', key, lease * 2)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  live[key] = redis.call('ZCARD', key)
 end
 for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  totals[i] = redis.call('ZCARD', key)
+  totals[i] = live[key]
 end
 return {added, totals}
 """

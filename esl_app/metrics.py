@@ -17,6 +17,8 @@ objects are ordinary in-process metrics in ``PoolMetrics.registry``.
 | ``esl_app_verb_seconds`` | histogram | pool, verb, outcome (ok, hangup, timeout, error) |
 | ``esl_app_esl_errors_total`` | counter | pool, kind |
 | ``esl_app_data_cache_requests_total`` | counter | pool, tier, result (hit, miss); hit ratio in PromQL |
+| ``esl_app_data_limit_slots_restored_total`` | counter | pool, reason (lost, unrecorded): slots written back |
+| ``esl_app_data_limit_decisions_without_redis_total`` | counter | pool, outcome (admitted, refused) |
 
 The supervisor adds ``esl_app_workers``, ``esl_app_worker_restarts_total``, ``esl_app_calls_lost_total``,
 ``esl_app_pool_capacity``, ``esl_app_pool_cps_limit`` and ``esl_app_ready`` (see ``esl_app.pools.supervisor``).
@@ -78,6 +80,14 @@ class PoolMetrics:
             "esl_app_data_cache_requests", "Data-layer lookups by tier and result", ["pool", "tier", "result"],
             registry=r,
         )  # fmt: skip
+        self._slots_restored = Counter(
+            "esl_app_data_limit_slots_restored", "Tenant-limit slots written back to Redis, by reason",
+            ["pool", "reason"], registry=r,
+        )  # fmt: skip
+        self._without_redis = Counter(
+            "esl_app_data_limit_decisions_without_redis", "Tenant-limit decisions taken without Redis's answer",
+            ["pool", "outcome"], registry=r,
+        )  # fmt: skip
         # children resolved once: the hot path never formats labels
         self.active = self._active.labels(pool)
         self.accepted = self._accepted.labels(pool)
@@ -113,6 +123,12 @@ class PoolMetrics:
     def cache_lookup(self, tier: str, hit: bool) -> None:
         self._cache.labels(self.pool, tier, "hit" if hit else "miss").inc()
 
+    def limit_event(self, event: str, label: str, n: int) -> None:
+        if event == "slots_restored":
+            self._slots_restored.labels(self.pool, label).inc(n)
+        elif event == "without_redis":
+            self._without_redis.labels(self.pool, label).inc(n)
+
 
 _current: PoolMetrics | None = None
 
@@ -121,9 +137,10 @@ def install(metrics: PoolMetrics | None) -> None:
     """Make ``metrics`` the process's metrics (a worker serves one pool), data-layer lookups included."""
     global _current
     _current = metrics
-    from .data import facade
+    from .data import facade, limits
 
     facade.set_decision_hook(_count_decision if metrics is not None else None)
+    limits.set_limits_hook(metrics.limit_event if metrics is not None else None)
 
 
 def _count_decision(source: str) -> None:

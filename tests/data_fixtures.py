@@ -11,9 +11,12 @@ Import with ``from data_fixtures import *`` in a ``tests/test_data_*.py`` module
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -40,6 +43,7 @@ __all__ = [
     "TcpProxy",
     "admin",
     "bridge",
+    "busy_cpu",
     "make_data",
     "pg_schema",
     "redis_client",
@@ -193,16 +197,34 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: float =
         gevent.sleep(step)
 
 
+@pytest.fixture
+def busy_cpu() -> Iterator[list[int]]:
+    """One busy-looping process per core for the test's duration: the machine is loaded, whatever else
+    runs. Yields their pids; each is killed (by its pid) at teardown."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)
+
+
 class TcpProxy:
-    """A TCP proxy in its own OS threads (independent of the gevent hub) that a test can cut.
+    """A TCP proxy in its own OS threads (independent of the gevent hub) that a test can cut or slow.
 
     ``cut()`` drops every connection and refuses new ones (the server looks down); ``blackhole()``
     keeps connections open and accepts new ones but forwards nothing (the server looks hung);
-    ``restore()`` forwards again.
+    ``restore()`` forwards again. ``delay`` (seconds, settable at any time) holds every chunk that
+    long in each direction before forwarding it, in order: a slow network or a slow server.
     """
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, delay: float = 0.0) -> None:
         self.target = (target_host, target_port)
+        self.delay = delay
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.mode = "up"
@@ -236,6 +258,19 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        # reading never waits for the delay: chunks are stamped on arrival and a sender thread forwards
+        # each one when its time comes (in order), so a delay adds latency without limiting throughput
+        due: collections.deque[tuple[float, bytes | None]] = collections.deque()  # (forward at, chunk; None = EOF)
+        ready = threading.Condition()
+        sender = threading.Thread(target=self._send_due, args=(dst, due, ready), daemon=True)
+        sender.start()
+
+        def queue(data: bytes | None) -> None:
+            with ready:
+                at = time.monotonic() + self.delay
+                due.append((max(at, due[-1][0]) if due else at, data))  # never overtakes an earlier chunk
+                ready.notify()
+
         try:
             while True:
                 data = src.recv(65536)
@@ -243,14 +278,32 @@ class TcpProxy:
                     break
                 if self.mode == "blackhole":
                     continue  # swallowed: the peer waits forever
-                dst.sendall(data)
+                queue(data)
         except OSError:
             pass
         finally:
+            queue(None)
+            sender.join(10)
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+
+    @staticmethod
+    def _send_due(
+        dst: socket.socket, due: collections.deque[tuple[float, bytes | None]], ready: threading.Condition
+    ) -> None:
+        while True:
+            with ready:
+                while not due or due[0][0] > time.monotonic():
+                    ready.wait(max(0.0, due[0][0] - time.monotonic()) if due else None)
+                _, data = due.popleft()
+            if data is None:
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
 
     def _drop_all(self) -> None:
         with self._lock:

@@ -177,7 +177,9 @@ def test_a_slow_postgres_query_blocks_no_other_call(make_data, admin):
             gevent.sleep(0)
     elapsed = time.monotonic() - started
     ticker.kill()
-    assert elapsed >= 0.9 and decided > 200 and len(ticks) >= 20, (elapsed, decided, len(ticks))
+    # a hub blocked by the query would not tick at all; on a loaded machine it ticks less than the
+    # 100 times an idle one would, hence a low bar
+    assert elapsed >= 0.9 and decided > 200 and len(ticks) >= 5, (elapsed, decided, len(ticks))
     # a miss that has to wait on Postgres: the table is locked by another transaction
     locker = admin.bridge.submit(
         admin.conn.execute("BEGIN; LOCK TABLE numbers IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(0.5); COMMIT;")
@@ -189,7 +191,7 @@ def test_a_slow_postgres_query_blocks_no_other_call(make_data, admin):
     decision = data.decide("5550003", "1001", at=OPEN)
     waited = time.monotonic() - started
     assert decision.outcome == "fallback" and decision.sip_code == 503
-    assert 0.045 <= waited < 0.15, (waited, decision)
+    assert 0.045 <= waited < 0.4, (waited, decision)  # its budget, not the lock's 0.5 s
     other.join(1)
     assert len(routed_meanwhile) == 100
     locker.get(timeout=2)

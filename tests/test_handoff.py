@@ -252,7 +252,7 @@ def test_tenant_rate_and_concurrency_count_a_handed_off_call_once(server, monkey
 
     @app.route("3000", mode="async")
     def pilot(call: Call) -> None:
-        in_flow.append(len(data.limiter.local.active.get("pilot", ())))  # slots held while the flow runs
+        in_flow.append(data.limiter.holding["pilot"])  # slots held while the flow runs
         call.answer()
 
     try:
@@ -261,7 +261,7 @@ def test_tenant_rate_and_concurrency_count_a_handed_off_call_once(server, monkey
             _first, second = handed_off_call(srv.address, "3000")
             assert flow_verbs(second) == ["answer"], second.executed
         assert in_flow == [1] * 5  # the slot moved to the async leg: held throughout, never twice
-        wait_for(lambda: data.limiter.local.active.get("pilot") == set())  # and given back at the end
+        wait_for(lambda: data.limiter.holding["pilot"] == 0)  # and given back at the end
         sixth = first_leg(srv.address, "3000")
         assert sixth.executed == [("respond", "503 tenant pilot over the call-rate limit (5 calls/s)")]
     finally:
@@ -369,6 +369,6 @@ def test_with_redis_the_tenant_slot_moves_to_the_second_leg_without_a_gap(make_d
     assert other.outcome == "over_limit"  # no gap: the handed-off call still holds the only slot
     resumed = second_process.decide("3000", "1001")  # the second leg looks it up, counting nothing
     second_process.adopt(resumed, call_id)
-    assert resumed.lease == call_id and second_process.limiter.held[call_id] == "pilot"
+    assert resumed.lease == call_id and second_process.limiter.held[call_id].tenant_id == "pilot"
     second_process.release(resumed)
     assert second_process.redis.active("pilot") == 0 and call_id not in second_process.limiter.held

@@ -7,5 +7,5 @@ if [ -z "${FS_ESL_PASSWORD:-}" ] || [ "$FS_ESL_PASSWORD" = "ClueCon" ]; then
     exit 64
 fi
 # core-db-name and -db point at tmpfs: create the directory (it is empty after every start)
-mkdir -p /dev/shm/freeswitch
+mkdir -p "${FS_SHM_DIR:-/dev/shm/freeswitch}"
 exec "$@"

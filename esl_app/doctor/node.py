@@ -317,7 +317,7 @@ def _heartbeat(
             value,
             f"esl-app marks a node down after {settings.heartbeat_max_age:g} s without a heartbeat: this "
             "node flaps down between heartbeats and gets no calls",
-            f"{fix_node}; and heartbeat_interval = 1 in [cluster]",
+            fix_node + ("" if settings.heartbeat_interval == 1 else "; and heartbeat_interval = 1 in [cluster]"),
         )
     if measured is None and configured is not None and configured <= RECOMMENDED_HEARTBEAT[1]:
         return finding(

@@ -18,6 +18,7 @@ The core db is where switch_core_sqldb.c puts it: ``core-db-dsn`` if set (``sqli
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -300,7 +301,8 @@ def _heartbeat(
 ) -> Finding:
     check = "event-heartbeat-interval"
     configured = _int(conf.get("event-heartbeat-interval"))
-    interval = round(measured) if measured is not None else (configured or DEFAULT_HEARTBEAT)
+    # whole seconds, as switch.conf sets it; a late event only lengthens a gap, so round down (1.6 s is 1 s)
+    interval = math.floor(measured + 0.25) if measured is not None else (configured or DEFAULT_HEARTBEAT)
     interval = max(interval, 1)
     seen = f"measured {measured:.2f} s" if measured is not None else f"no 2 HEARTBEATs in {wait:g} s"
     said = (

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 import yaml
 
 from esl_app.cluster.settings import ClusterSettings, Role
+from esl_app.doctor import Report, Severity, check_node
+from esl_app.testing.fake_node import FakeNode
 from esl_app.transport.inbound import DEFAULT_PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,3 +325,33 @@ def test_k8s_config_maps_are_built_from_the_files_compose_mounts():
         for item in source["configMap"]["items"]
     }  # fmt: skip
     assert projected == mounted  # the pods see the same tree as the compose containers
+
+
+def test_a_node_running_the_shipped_configuration_passes_esl_app_doctor(compose):
+    """The fake node loads what docker/ gives freeswitch-inbound-1 (switch.conf, event_socket.conf) and
+    the cluster settings are the esl-app services' own: the doctor finds nothing to fix."""
+    env = env_of(compose["services"]["freeswitch-inbound-1"])
+    variables = preprocessor_vars(env)
+    switch = params(DIALPLAN / "switch.conf.xml", variables)
+    socket = params(CONF / "autoload_configs" / "event_socket.conf.xml", variables)
+    node = FakeNode(
+        "freeswitch-inbound-1",
+        password=socket["password"],
+        heartbeat_interval=float(switch["event-heartbeat-interval"]),
+        max_sessions=int(switch["max-sessions"]),
+        sessions_per_second=int(switch["sessions-per-second"]),
+    )
+    node.config_params = {"switch.conf": switch, "event_socket.conf": {**socket, "listen-port": "0"}}
+    node.db_dir = "/dev/shm/freeswitch"  # the Dockerfile's -db
+    node.start()
+    try:
+        app = env_of(compose["services"]["esl-app-inbound"])
+        toml = DOCKER / "esl-app" / "esl-app.toml"
+        cluster = tomllib.loads(toml.read_text())["cluster"]
+        nodes = json.loads(app["ESL_APP_CLUSTER_NODES"])
+        entry = next(n for n in nodes if n["name"] == "freeswitch-inbound-1")
+        settings = ClusterSettings(nodes=[{**entry, "port": node.port}], **cluster)
+        findings = check_node(settings.nodes[0], settings, heartbeat_wait=10.0)
+    finally:
+        node.stop()
+    assert all(f.severity is Severity.OK for f in findings), Report(findings=findings).format_text()

@@ -175,4 +175,5 @@ def test_the_shipped_dialplan_references_no_caller_data() -> None:
 def test_the_shipped_switch_conf_turns_api_expansion_off() -> None:
     root = ElementTree.parse(ROOT / "dialplan" / "switch.conf.xml").getroot()
     params = {p.get("name"): p.get("value") for p in root.iter("param")}
-    assert root.get("name") == "switch.conf" and params == {"api-expansion": "false"}
+    # the file is the nodes' whole switch.conf (docker/, tests/test_deploy.py checks the rest)
+    assert root.get("name") == "switch.conf" and params["api-expansion"] == "false"

@@ -21,6 +21,9 @@ filters, exit), with the node behaviour measured on real nodes (``fixtures``/spe
 * **Failures on demand.** ``set_max_sessions``, ``set_load``, ``crash()`` (every socket reset,
   heartbeats stop, calls gone, new connections refused), ``restart()`` (same port, new Core-UUID,
   Uptime-msec from zero), ``deny_clients()`` (ACL: ``text/rude-rejection``), ``disconnect_clients()``.
+* **Configuration.** ``xml_locate configuration configuration name switch.conf`` (and
+  ``event_socket.conf``) from the node's settings, overridable per param (``config_params``);
+  ``global_getvar db_dir``. What ``esl-app doctor`` reads.
 * **Counting.** ``calls_to(destination)``: how many legs were ever placed to it (exactly-once tests).
 
 Several nodes run in one test process (gevent). Every wait inside is bounded.
@@ -35,6 +38,7 @@ import uuid as uuidlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
+from xml.sax.saxutils import escape
 
 import gevent
 import gevent.socket
@@ -53,6 +57,8 @@ from .node_calls import (
     parse_outcome,
 )
 from .node_session import NodeSession
+
+QUOTE = {'"': "&quot;"}
 
 __all__ = ["Action", "FakeNode", "NodeCall", "Outcome"]
 
@@ -137,6 +143,10 @@ class FakeNode:
         self.paused_inbound = False
         self.paused_outbound = False
         self.deny_all = False
+        # ``xml_locate configuration``: params over the ones derived from the node's settings, per file
+        # ("switch.conf", "event_socket.conf"); ``global_getvar db_dir`` (the Debian packages' default)
+        self.config_params: dict[str, dict[str, str]] = {}
+        self.db_dir = "/var/lib/freeswitch/db"
         # observation
         self.calls: list[NodeCall] = []  # every leg ever placed, in order
         self.api_commands: list[str] = []  # every api and bgapi command line run, in order
@@ -519,7 +529,39 @@ class FakeNode:
             "local_ip_v6": "fd00::2",
             "switch_serial": "fake",
             "core_uuid": self.core_uuid,
+            "db_dir": self.db_dir,
         }
+
+    def configuration(self, name: str) -> dict[str, str] | None:
+        """The ``<settings>`` params of a configuration file as the node loaded it (None: no such file)."""
+        derived = {
+            "switch.conf": {
+                "max-sessions": str(self.configured_max_sessions),
+                "sessions-per-second": str(self.sessions_per_second),
+                "event-heartbeat-interval": str(max(1, round(self.heartbeat_interval))),
+            },
+            "event_socket.conf": {
+                "listen-ip": self.host,
+                "listen-port": str(self.port),
+                "password": self.password,
+            },
+        }
+        if name not in derived and name not in self.config_params:
+            return None
+        return {**derived.get(name, {}), **self.config_params.get(name, {})}
+
+    def _api_xml_locate(self, rest: str, args: list[str]) -> str:
+        """``xml_locate configuration configuration name NAME``: the element as ``switch_xml_toxml`` prints it."""
+        if len(args) != 4:
+            return "-ERR bad args\n"
+        params = self.configuration(args[3]) if args[:3] == ["configuration", "configuration", "name"] else None
+        if params is None:
+            return "can't find anything\n"
+        lines = "".join(
+            f'\n    <param name="{escape(name, QUOTE)}" value="{escape(value, QUOTE)}"/>'
+            for name, value in params.items()
+        )
+        return f'<configuration name="{escape(args[3], QUOTE)}">\n  <settings>{lines}\n  </settings>\n</configuration>'
 
     def _api_global_getvar(self, rest: str, args: list[str]) -> str:
         variables = self.global_variables()

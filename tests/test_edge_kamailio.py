@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import gevent
 import pytest
 
 from esl_app.testing.sip_edge import Destination, Kamailio, SippNode, run_callers, wait_for
@@ -121,18 +122,9 @@ def test_the_per_source_limit_refuses_one_flooding_caller_and_not_the_others(wor
     edge = edge_factory([Destination(1, node.uri) for node in nodes], CPS_PER_SOURCE=5, CPS_GLOBAL=1000)
     assert wait_for(lambda: all_active(edge, nodes), SETTLE)
 
-    import threading
-
-    calm: dict[str, object] = {}
-    thread = threading.Thread(
-        target=lambda: calm.update(result=run_callers(
-            workdir, target(edge), calls=6, rate=2, host="127.0.0.3", name="calm"
-        ))
-    )  # fmt: skip
-    thread.start()
+    calm = gevent.spawn(run_callers, workdir, target(edge), calls=6, rate=2, host="127.0.0.3", name="calm")
     flood = run_callers(workdir, target(edge), calls=60, rate=30, host="127.0.0.2", name="flood")
-    thread.join(60)
+    calm_result = calm.get(timeout=60)
 
     assert len(flood.refused) >= 20, (len(flood.answered), len(flood.refused))
-    calm_result = calm["result"]
     assert len(calm_result.answered) == 6 and not calm_result.refused, calm_result

@@ -8,7 +8,9 @@
   node took which call. ``freeze()`` (SIGSTOP) makes it a hung node.
 - ``run_callers``: a SIPp UAC placing calls through the edge; which were answered, which refused (503).
 
-Every wait is bounded; a process that dies early fails with its log.
+Every wait is bounded; a process that dies early fails with its log. Waits and child processes are
+gevent-cooperative (``gevent.subprocess``, ``gevent.sleep``), so a cluster registry and fake nodes in the
+same process keep running while SIPp places calls.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import gevent
+import gevent.subprocess
 
 from ..edge.jsonrpc import KamailioRPC, KamailioRPCError
 
@@ -70,7 +75,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(interval)
+        gevent.sleep(interval)
 
 
 @dataclass
@@ -97,7 +102,7 @@ class Kamailio:
         self.defines = {"CHILDREN": 2, **(defines or {})}
         self.sip_port = 0
         self.rpc_port = 0
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: gevent.subprocess.Popen | None = None
         self.list_file = self.workdir / "dispatcher.list"
         self.log_file = self.workdir / "kamailio.log"
 
@@ -133,7 +138,7 @@ class Kamailio:
             command += ["-A", f"{name}={value}"]
         self.command = command
         with open(self.log_file, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            self.process = gevent.subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         if not wait_for(self._answers, timeout, 0.1):
             self.stop()
             raise EdgeProcessError(f"Kamailio did not answer JSON-RPC within {timeout:g} s:\n{self.log_tail()}")
@@ -164,7 +169,7 @@ class Kamailio:
             self.process.terminate()
             try:
                 self.process.wait(10)
-            except subprocess.TimeoutExpired:
+            except gevent.subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
         self.process = None
@@ -186,7 +191,7 @@ class SippNode:
         self.scenario = scenario
         self.port = 0
         self.log_file = self.workdir / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: gevent.subprocess.Popen | None = None
 
     @property
     def uri(self) -> str:
@@ -198,10 +203,10 @@ class SippNode:
         self.port = port or free_port(self.host)
         command = [binary, "-sf", str(self.scenario), "-i", self.host, "-p", str(self.port), "-nostdin"]
         command += ["-trace_logs", "-log_file", str(self.log_file), "-t", "u1"]
-        self.process = subprocess.Popen(
+        self.process = gevent.subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=self.workdir
         )
-        time.sleep(0.05)
+        gevent.sleep(0.05)
         if self.process.poll() is not None:
             raise EdgeProcessError(f"sipp UAS {self.name} exited at once: {command}")
         return self
@@ -273,7 +278,7 @@ def run_callers(
     command += ["-m", str(calls), "-r", str(rate), "-rp", "1000", "-recv_timeout", "10000"]
     command += ["-trace_logs", "-log_file", str(log_file), "-timeout", f"{int(timeout)}s"]
     started = time.monotonic()
-    completed = subprocess.run(
+    completed = gevent.subprocess.run(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         cwd=workdir, timeout=timeout + 30, check=False,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import gevent
 import pytest
 
-from esl_app.testing.sip_edge import Destination, Kamailio, SippNode, run_callers, wait_for
+from esl_app.testing.sip_edge import REFUSING_UAS_SCENARIO, Destination, Kamailio, SippNode, run_callers, wait_for
 
 SETTLE = 15.0  # the longest a state may take to show in Kamailio on a loaded box
 
@@ -128,3 +128,23 @@ def test_the_per_source_limit_refuses_one_flooding_caller_and_not_the_others(wor
 
     assert len(flood.refused) >= 20, (len(flood.answered), len(flood.refused))
     assert len(calm_result.answered) == 6 and not calm_result.refused, calm_result
+
+
+def test_a_5xx_from_a_node_moves_the_call_to_the_next_node(workdir, edge_factory):
+    good = SippNode(workdir, "good").start()
+    refusing = SippNode(workdir, "refusing", scenario=REFUSING_UAS_SCENARIO).start()
+    try:
+        # ping interval 10 s: the probes do not bring the refusing node back during the test
+        edge = edge_factory([Destination(1, good.uri), Destination(1, refusing.uri)], PING_INTERVAL=10)
+        assert wait_for(lambda: all_active(edge, [good, refusing]), SETTLE)
+
+        result = run_callers(workdir, target(edge), calls=10, rate=10)
+
+        assert len(result.answered) == 10, (result, edge.log_tail())
+        assert set(good.invites()) == set(result.answered)
+        # the refusing node was tried first at least once (then marked trying), and failed over
+        assert 1 <= len(refusing.invites()) < 10
+        assert set(refusing.invites()) <= set(result.answered)
+    finally:
+        good.stop()
+        refusing.stop()

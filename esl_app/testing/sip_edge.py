@@ -36,6 +36,7 @@ KAMAILIO_DIR = REPO / "docker" / "kamailio"
 KAMAILIO_CFG = KAMAILIO_DIR / "kamailio.cfg"
 UAS_SCENARIO = KAMAILIO_DIR / "sipp" / "uas.xml"
 UAC_SCENARIO = KAMAILIO_DIR / "sipp" / "uac.xml"
+REFUSING_UAS_SCENARIO = KAMAILIO_DIR / "sipp" / "uas-refuse.xml"  # OPTIONS 200, INVITE 503
 
 
 class EdgeProcessError(RuntimeError):
@@ -192,6 +193,7 @@ class SippNode:
         self.port = 0
         self.log_file = self.workdir / f"{name}.log"
         self.process: gevent.subprocess.Popen | None = None
+        self.started_at = 0.0
 
     @property
     def uri(self) -> str:
@@ -203,6 +205,7 @@ class SippNode:
         self.port = port or free_port(self.host)
         command = [binary, "-sf", str(self.scenario), "-i", self.host, "-p", str(self.port), "-nostdin"]
         command += ["-trace_logs", "-log_file", str(self.log_file), "-t", "u1"]
+        self.started_at = time.time()  # SIPp's [clock_tick] counts from its start
         self.process = gevent.subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=self.workdir
         )
@@ -211,19 +214,23 @@ class SippNode:
             raise EdgeProcessError(f"sipp UAS {self.name} exited at once: {command}")
         return self
 
-    def _lines(self, word: str) -> list[str]:
+    def _lines(self, word: str) -> list[list[str]]:
         try:
             text = self.log_file.read_text(errors="replace")
         except FileNotFoundError:
             return []
-        return [line.split(" ", 1)[1].strip() for line in text.splitlines() if line.startswith(word + " ")]
+        return [line.split()[1:] for line in text.splitlines() if line.startswith(word + " ")]
 
     def invites(self) -> list[str]:
         """Call-IDs of the INVITEs this node took, in order."""
-        return self._lines("INVITE")
+        return [fields[0] for fields in self._lines("INVITE") if fields]
+
+    def invite_times(self) -> list[float]:
+        """When each INVITE arrived (wall clock, from SIPp's [clock_tick]; ~10 ms off at worst)."""
+        return [self.started_at + int(fields[1]) / 1000 for fields in self._lines("INVITE") if len(fields) > 1]
 
     def byes(self) -> list[str]:
-        return self._lines("BYE")
+        return [fields[0] for fields in self._lines("BYE") if fields]
 
     def freeze(self) -> None:
         """SIGSTOP: the node hangs; what reaches it waits in its socket buffer until ``thaw``."""

@@ -205,10 +205,10 @@ class SippNode:
         self.port = port or free_port(self.host)
         command = [binary, "-sf", str(self.scenario), "-i", self.host, "-p", str(self.port), "-nostdin"]
         command += ["-trace_logs", "-log_file", str(self.log_file), "-t", "u1"]
-        self.started_at = time.time()  # SIPp's [clock_tick] counts from its start
         self.process = gevent.subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=self.workdir
         )
+        self.started_at = time.time()  # SIPp's [clock_tick] counts from its start, just after exec
         gevent.sleep(0.05)
         if self.process.poll() is not None:
             raise EdgeProcessError(f"sipp UAS {self.name} exited at once: {command}")

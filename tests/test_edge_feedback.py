@@ -181,3 +181,32 @@ def test_an_unreachable_kamailio_is_a_named_error():
         rpc.destinations()
     with pytest.raises(ValueError):
         KamailioRPC("https://127.0.0.1/RPC")
+
+
+def test_esl_app_edge_feed_and_status(monkeypatch, capsys, fakes, sip_nodes, edge):
+    import json
+
+    import gevent
+
+    from esl_app.cli import main
+
+    nodes = [
+        {"name": n.name, "host": n.host, "port": n.port, "password": n.password, "roles": ["inbound"]} for n in fakes
+    ]
+    monkeypatch.setenv("ESL_APP_CLUSTER_NODES", json.dumps(nodes))
+    monkeypatch.setenv("ESL_APP_CLUSTER_PROBE_INTERVAL", "0.25")
+    monkeypatch.setenv("ESL_APP_CLUSTER_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("ESL_APP_EDGE_RPC_URL", edge.rpc_url)
+    monkeypatch.setenv("ESL_APP_EDGE_SIP_URIS", json.dumps({"fs1": sip_nodes[0].uri, "fs2": sip_nodes[1].uri}))
+    monkeypatch.setenv("ESL_APP_EDGE_STARTUP_GRACE", "0")
+    fakes[0].pause("inbound")  # draining: disabled in Kamailio by the feeder
+
+    feeder = gevent.spawn(main, ["edge", "feed", "--for", "20"])
+    try:
+        assert wait_for(lambda: edge.flags(1, sip_nodes[0].uri).startswith("D"), SETTLE)
+        assert main(["edge", "status"]) == 0
+        out = capsys.readouterr().out
+        assert any(sip_nodes[0].uri in line and " D" in line for line in out.splitlines()), out
+        assert any(sip_nodes[1].uri in line and " A" in line for line in out.splitlines()), out
+    finally:
+        feeder.kill()

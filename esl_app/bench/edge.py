@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..testing.sip_edge import Destination, Kamailio, SippNode, run_callers, wait_for
+from ..testing.sip_edge import Destination, Kamailio, SippNode, max_per_second, run_callers, wait_for
 
 UNLIMITED = 1_000_000
 
@@ -28,10 +28,7 @@ class EdgeRound:
     answered: int
     refused: int
     node_cps: float  # INVITEs the nodes took per second: mean over the whole seconds inside the run
-    # the most INVITEs the nodes took in one wall-clock second; SIPp's [clock_tick] is placed on the wall
-    # clock only to within tens of ms (its process start), so the second boundaries are fitted within
-    # +-60 ms: the alignment giving the smallest maximum (the one Kamailio's counter most likely used)
-    node_max_per_second: int
+    node_max_per_second: int  # the most INVITEs the nodes took in one wall-clock second (fitted: max_per_second)
     refused_cps: float
 
 
@@ -82,10 +79,6 @@ def one_round(workdir: Path, mode: str, calls: int, rate: int, limit: int) -> Ed
             node.stop()
     sending = calls / rate  # SIPp paces the INVITEs; the calls' own duration is not part of the rate
     per_second = Counter(math.floor(t) for t in times)
-    max_per_second = min(
-        (max(Counter(math.floor(t + shift / 1000) for t in times).values(), default=0) for shift in range(-60, 61, 5)),
-        default=0,
-    )
     # the first and last wall-clock seconds are partly outside the run: rates come from the ones between
     inner = sorted(per_second)[1:-1]
     node_cps = statistics.mean(per_second[second] for second in inner) if inner else len(times) / sending
@@ -95,7 +88,7 @@ def one_round(workdir: Path, mode: str, calls: int, rate: int, limit: int) -> Ed
         answered=len(result.answered),
         refused=len(result.refused),
         node_cps=node_cps,
-        node_max_per_second=max_per_second,
+        node_max_per_second=max_per_second(times),
         refused_cps=len(result.refused) / sending,
     )
 

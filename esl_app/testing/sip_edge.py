@@ -16,12 +16,14 @@ same process keep running while SIPp places calls.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +252,17 @@ class SippNode:
             self.process.kill()
             self.process.wait(10)
         self.process = None
+
+
+def max_per_second(times: list[float], fit_ms: int = 60) -> int:
+    """The most events in one wall-clock second. SIPp's [clock_tick] sits on the wall clock only to within
+    tens of ms (its process start), so the second boundaries are fitted within +-``fit_ms``: the
+    alignment giving the smallest maximum (the one Kamailio's per-second counter most likely used)."""
+    if not times:
+        return 0
+    return min(
+        max(Counter(math.floor(t + shift / 1000) for t in times).values()) for shift in range(-fit_ms, fit_ms + 1, 5)
+    )
 
 
 @dataclass

@@ -83,7 +83,7 @@ def test_invites_spread_by_weight_and_byes_follow_their_invite(workdir, nodes, e
     assert not took[light.name] & took[heavy.name]
     # rweight 25:75 -> 15:45 of 60 (algorithm 11 deals a 100-slot table; allow slack)
     assert 8 <= len(took[light.name]) <= 22, {k: len(v) for k, v in took.items()}
-    assert len(took[heavy.name]) >= 2 * len(took[light.name])
+    assert len(took[heavy.name]) >= 1.5 * len(took[light.name])
     # every BYE reached the node that took its INVITE, and only that node
     assert wait_for(lambda: sum(len(node.byes()) for node in nodes) == 60, SETTLE)
     for node in nodes:

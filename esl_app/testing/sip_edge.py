@@ -124,6 +124,8 @@ class Kamailio:
 
     def start(self, timeout: float = 30.0) -> Kamailio:
         binary = require("kamailio")
+        if not self.cfg.is_file():
+            raise EdgeProcessError(f"{self.cfg}: no such file (the edge runs from a checkout: docker/kamailio/)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_list(self.destinations)
         self.sip_port = free_port(self.host, udp=True, tcp=True)

@@ -156,3 +156,19 @@ def test_a_5xx_from_a_node_moves_the_call_to_the_next_node(workdir, edge_factory
     finally:
         good.stop()
         refusing.stop()
+
+
+def test_a_silent_node_times_out_to_the_next_node(workdir, nodes, edge_factory):
+    good, silent = nodes
+    # probes 10 s apart: the silent node stays active in the dispatcher, so calls do reach it first
+    edge = edge_factory([Destination(1, good.uri), Destination(1, silent.uri)], PING_INTERVAL=10)
+    assert wait_for(lambda: all_active(edge, nodes), SETTLE)
+    silent.freeze()
+
+    result = run_callers(workdir, target(edge), calls=8, rate=8)
+
+    assert len(result.answered) == 8, (result, edge.log_tail())
+    assert set(good.invites()) == set(result.answered)
+    silent.thaw()  # it now reads what was sent to it: calls tried there first, then moved on after FR_TIMER
+    assert wait_for(lambda: len(silent.invites()) >= 1, SETTLE)
+    assert set(silent.invites()) <= set(result.answered)

@@ -141,9 +141,13 @@ class KamailioFeedback:
     def _run(self) -> None:
         while True:
             self._wake.clear()
-            ok = self._push_states()
-            if ok and self.settings.dispatcher_list is not None and self.clock() >= self._next_weights_at:
-                ok = self._push_weights()
+            try:
+                ok = self._push_states()
+                if ok and self.settings.dispatcher_list is not None and self.clock() >= self._next_weights_at:
+                    ok = self._push_weights()
+            except Exception:  # a bug must not end the feedback for good: say it, retry
+                log.exception("edge: feedback to Kamailio failed")
+                ok = False
             if not ok:
                 self._wake.wait(self.settings.retry_interval)
                 continue

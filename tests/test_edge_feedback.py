@@ -145,6 +145,28 @@ def _line(edge: Kamailio, uri: str) -> str:
     return next((line for line in edge.list_file.read_text().splitlines() if f" {uri} " in line), "")
 
 
+def test_states_reach_a_kamailio_that_was_down_when_they_changed(tmp_path, fakes, sip_nodes, registry):
+    rpc_port = free_port(udp=False)
+    settings = EdgeSettings(
+        rpc_url=f"http://127.0.0.1:{rpc_port}/RPC",
+        sip_uris={"fs1": sip_nodes[0].uri, "fs2": sip_nodes[1].uri},
+        startup_grace=0,
+        retry_interval=0.1,
+    )
+    with KamailioFeedback(registry, settings) as feedback:
+        fakes[0].pause("all")  # draining while Kamailio is not there
+        assert registry.wait_until(lambda: registry.state("fs1") is NodeState.DRAINING, SETTLE)
+        assert not feedback.applied  # nothing could be applied yet: it keeps trying
+        edge = Kamailio(
+            tmp_path / "late-kamailio", [Destination(1, node.uri) for node in sip_nodes], rpc_port=rpc_port
+        ).start()
+        try:
+            assert wait_for(lambda: edge.flags(1, sip_nodes[0].uri).startswith("D"), SETTLE)
+            assert edge.flags(1, sip_nodes[1].uri).startswith("A")
+        finally:
+            edge.stop()
+
+
 def test_load_rweight_is_weight_times_free_capacity_in_steps_of_10():
     from esl_app.cluster.readings import LoadReading
 

@@ -97,6 +97,7 @@ class Kamailio:
         cfg: Path = KAMAILIO_CFG,
         host: str = "127.0.0.1",
         defines: dict[str, int | str] | None = None,
+        rpc_port: int = 0,
     ) -> None:
         self.workdir = Path(workdir)
         self.destinations = destinations
@@ -104,7 +105,7 @@ class Kamailio:
         self.host = host
         self.defines = {"CHILDREN": 2, **(defines or {})}
         self.sip_port = 0
-        self.rpc_port = 0
+        self.rpc_port = rpc_port  # 0: a free one at start
         self.process: gevent.subprocess.Popen | None = None
         self.list_file = self.workdir / "dispatcher.list"
         self.log_file = self.workdir / "kamailio.log"
@@ -129,7 +130,7 @@ class Kamailio:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_list(self.destinations)
         self.sip_port = free_port(self.host, udp=True, tcp=True)
-        self.rpc_port = free_port("127.0.0.1", udp=False)
+        self.rpc_port = self.rpc_port or free_port("127.0.0.1", udp=False)
         defines = {
             **self.defines,
             "SIP_IP": self.host,

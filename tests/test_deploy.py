@@ -30,7 +30,7 @@ BUILTIN_VARS = {"local_ip_v4": "192.0.2.2"}  # set by FreeSWITCH itself (switch_
 SECRETS = {"ESL_PASSWORD": "compose-test-secret-0123", "POSTGRES_PASSWORD": "pg-test-secret"}
 SERVICES = {
     "kamailio", "freeswitch-inbound-1", "freeswitch-outbound-1", "redis", "postgres",
-    "migrate", "esl-app-inbound", "esl-app-outbound", "dialer",
+    "migrate", "esl-app-inbound", "esl-app-outbound", "edge-feed", "dialer",
 }  # fmt: skip
 
 
@@ -65,6 +65,7 @@ def test_docker_compose_accepts_the_stack(compose):
     assert set(compose["services"]) == SERVICES
     assert compose["services"]["dialer"]["profiles"] == ["dialer"]  # `esl-app dialer` is its own issue
     assert compose["services"]["dialer"]["command"] == ["dialer"]
+    assert compose["services"]["edge-feed"]["command"] == ["edge", "feed"]  # load feedback to Kamailio
 
 
 def test_no_secret_has_a_default(compose):
@@ -355,3 +356,25 @@ def test_a_node_running_the_shipped_configuration_passes_esl_app_doctor(compose)
     finally:
         node.stop()
     assert all(f.severity is Severity.OK for f in findings), Report(findings=findings).format_text()
+
+
+def test_the_edge_feeder_and_the_dispatcher_list_name_the_same_nodes(compose):
+    """`esl-app edge feed` disables a node by its dispatcher URI: the URIs it is given, the list Kamailio
+    loads and the nodes' SIP ports must agree, each node in the set of its role (1 inbound, 2 outbound)."""
+    services = compose["services"]
+    feeder = env_of(services["edge-feed"])
+    assert cluster_of(services["edge-feed"]) == cluster_of(services["esl-app-inbound"])
+    uris = json.loads(feeder["ESL_APP_EDGE_SIP_URIS"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["kamailio"]["volumes"]}
+    listed = {}
+    for line in Path(mounts["/etc/kamailio/dispatcher.list"]).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            setid, uri, _flags, _priority, attributes = line.split()
+            listed[dict(a.split("=") for a in attributes.split(";"))["node"]] = (int(setid), uri)
+    for name, service in services.items():
+        if name.startswith("freeswitch-"):
+            env = env_of(service)
+            expected_set = {"inbound": 1, "outbound": 2}[env["FS_ROLE"]]
+            assert uris[name] == f"sip:127.0.0.1:{env['FS_SIP_PORT']}"
+            assert listed[name] == (expected_set, uris[name])
+    assert set(listed) == set(uris)

@@ -282,14 +282,13 @@ class Call:
             log.warning("%s: checkpoint journal over %d chars: this call is no longer resumable", self.uuid, MAX_CHARS)
             journal.disabled = True
             value = ""
-        if self.session.full and self.session.mode == "static":
-            # static: the listener's own thread runs the api, then the application, in that order
+        if self.session.full:
+            # never expanded; FreeSWITCH runs it on the listener before it reads the next command
             args = ("uuid_setvar", self.uuid, VARIABLE, value) if value else ("uuid_setvar", self.uuid, VARIABLE)
             data = commands.api(*args)
         else:
-            # async (or no ``full``): queued with the application itself, so the two run back to back or
-            # not at all; an api would take effect at once, even if the park loop ended before the
-            # application ran (the worker died just then). Nothing in the value can expand.
+            # api is refused without ``full``: the set application (the value is base64url and hex,
+            # nothing in it can expand), queued right before the application
             data = commands.execute("set", f"{VARIABLE}={value}", event_uuid=str(uuid_module.uuid4()))
         self.session.ride_along(data, self._checkpoint_written, replace=True)
         self._variables[VARIABLE] = value or None

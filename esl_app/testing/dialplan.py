@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-import gevent
 from pydantic import BaseModel, Field
 
 from .peer import CallRecord, CallScript, FakeFreeSWITCH, connect_tcp
@@ -66,20 +65,20 @@ def run_dialplan(
     script: CallScript,
     *,
     kill_when: Callable[[list[tuple[str, str]]], bool] | None = None,
-    kill: Callable[[], None] | None = None,
+    kill: Callable[[FakeFreeSWITCH], None] | None = None,
     safety_timeout: float = 60.0,
     connect_timeout: float = 5.0,
 ) -> DialplanRecord:
     """Run the call's ``socket`` actions in order (``targets``). ``kill_when(executed)``: checked as the
-    applications start (executed across all sockets so far); the first time it is true, ``kill()``
-    runs (e.g. SIGKILL the worker serving the call)."""
+    applications start (executed across all sockets so far); when it is true, ``kill(peer)`` runs with
+    the per-call fake of that socket (e.g. to SIGKILL the worker at its other end), at most once per
+    socket (``once()`` makes a predicate true only once per call)."""
     script = script if script.uuid else script.model_copy(update={"uuid": _new_uuid()})
     assert script.uuid is not None
     record = DialplanRecord(uuid=script.uuid)
     current = script.model_copy(update={"apps_outlive_socket": True})
     answered = False
     done: list[tuple[str, str]] = []
-    killed = kill_when is None
     for number, target in enumerate(targets):
         try:
             peer = connect_tcp(target, current, timeout=connect_timeout)
@@ -88,13 +87,9 @@ def run_dialplan(
         peer.safety_timeout = safety_timeout
         if answered:
             peer._answer()  # the channel was answered on an earlier socket
-        watcher = None
-        if not killed:
-            watcher = gevent.spawn(_watch, peer, done, kill_when, kill)
+        if kill_when is not None:
+            peer.on_execute = _killer(peer, done, kill_when, kill)
         result = peer.run()
-        if watcher is not None:
-            watcher.join(timeout=5)
-            killed = bool(watcher.value)
         record.sockets.append(result)
         done = done + result.executed
         if result.hangup_cause is not None or result.transferred_to:
@@ -105,20 +100,36 @@ def run_dialplan(
     return record
 
 
-def _watch(
+def _killer(
     peer: FakeFreeSWITCH,
     before: list[tuple[str, str]],
-    kill_when: Callable[[list[tuple[str, str]]], bool] | None,
-    kill: Callable[[], None] | None,
-) -> bool:
-    assert kill_when is not None
-    while not peer._sock_closed:
-        if kill_when(before + peer.record.executed):
+    kill_when: Callable[[list[tuple[str, str]]], bool],
+    kill: Callable[[FakeFreeSWITCH], None] | None,
+) -> Callable[[str, str], None]:
+    fired = False
+
+    def check(_app: str, _arg: str) -> None:
+        nonlocal fired
+        if not fired and kill_when(before + peer.record.executed):
+            fired = True
             if kill is not None:
-                kill()
-            return True
-        gevent.sleep(0.002)
-    return False
+                kill(peer)  # synchronously, as the application starts: it runs on with nobody listening
+
+    return check
+
+
+def once(predicate: Callable[[list[tuple[str, str]]], bool]) -> Callable[[list[tuple[str, str]]], bool]:
+    """``predicate``, true at most once."""
+    fired = False
+
+    def check(executed: list[tuple[str, str]]) -> bool:
+        nonlocal fired
+        if fired or not predicate(executed):
+            return False
+        fired = True
+        return True
+
+    return check
 
 
 def _next_socket(script: CallScript, peer: FakeFreeSWITCH, number: int) -> CallScript:
@@ -140,4 +151,4 @@ def _new_uuid() -> str:
     return str(uuid.uuid4())
 
 
-__all__ = ["DialplanRecord", "run_dialplan"]
+__all__ = ["DialplanRecord", "once", "run_dialplan"]

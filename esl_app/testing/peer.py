@@ -478,6 +478,8 @@ class FakeFreeSWITCH:
             socket_data=socket_application_data(self.script.mode, self.script.full),
         )
         self.record = CallRecord(uuid=self.uuid)
+        # called as each application starts (after its CHANNEL_EXECUTE), e.g. to kill the server then
+        self.on_execute: Callable[[str, str], None] | None = None
         self.record.variables = self.channel.variables  # live view
         self.channel.api_runner = self._expansion_api
 
@@ -1393,6 +1395,8 @@ class FakeFreeSWITCH:
                     self.record.first_execute_at = time.monotonic()
                 self.record.executed.append((app, arg))
                 self.record.verbs.append(app)
+                if self.on_execute is not None:
+                    self.on_execute(app, arg)
                 self._last_app = (app, arg)
                 if pass_number == 1 and message.index and message.index == self.script.hangup_at:
                     self._hangup(self.script.hangup_cause, "caller")

@@ -352,6 +352,9 @@ class App:
         if checkpoint is None:
             reason = "invalid"  # forged, another deployment's or another channel's
         else:
+            if checkpoint.destination and call.header("variable_" + HANDOFF_DESTINATION) is None:
+                # a handed-off call (its hand-off variables were used on the async leg): route it as then
+                call.restore_destination(checkpoint.destination, checkpoint.context)
             match = table.match(call.destination, call.caller_id_number, call.context, call.variable)
             if match is None or match.route.name != checkpoint.route or checkpoint.route not in self._resumable:
                 reason = "route"  # the route changed (a new version), or the call came back elsewhere
@@ -432,7 +435,7 @@ class App:
             call.checkpoints = self.checkpoint_codec()
             name = match.route.name
             recovered = call.recovered if call.recovered is not None and call.recovered.route == name else None
-            call.journal = Journal(name, recovered)
+            call.journal = Journal(name, recovered, destination=call.destination, context=call.context)
         match.route.flow(call, **match.kwargs())
 
     def hand_off_to_async(self, call: Call) -> None:

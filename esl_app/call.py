@@ -133,11 +133,16 @@ class Call:
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.session.channel_data.get(name, default)
 
+    def restore_destination(self, destination: str, context: str) -> None:
+        """Route this connection as ``destination``/``context`` (a resumed call, from its checkpoint)."""
+        self._variables[HANDOFF_DESTINATION] = destination
+        self._variables[HANDOFF_CONTEXT] = context
+
     @property
     def destination(self) -> str:
         """The number dialled (for a call handed off from a static socket: the one dialled originally)."""
         return (
-            self.header("variable_" + HANDOFF_DESTINATION)
+            self.variable(HANDOFF_DESTINATION)
             or self.header("Caller-Destination-Number")
             or self.header("Channel-Destination-Number")
             or ""
@@ -154,7 +159,7 @@ class Call:
     @property
     def context(self) -> str:
         return (
-            self.header("variable_" + HANDOFF_CONTEXT)
+            self.variable(HANDOFF_CONTEXT)
             or self.header("Caller-Context")
             or self.header("Channel-Context")
             or ""

@@ -78,6 +78,10 @@ class Checkpoint(BaseModel):
     """What a flow recorded: how many entries it had issued, and the earlier entries' results."""
 
     route: str
+    # where the call was going when the flow started: a handed-off call's connect data no longer
+    # says it (the hand-off variables are used once), so the journal keeps it for routing again
+    destination: str = ""
+    context: str = ""
     issued: int = 0  # entries issued; the last one may have been running when the worker died
     entries: list[Entry] = Field(default_factory=list)  # the first issued-1 entries
 
@@ -144,10 +148,14 @@ def keep_result(event: Event, extra: tuple[str, ...] = ()) -> dict[str, str]:
 class Journal:
     """A resumable flow's entries on this connection; ``replaying`` while it repeats recorded ones."""
 
-    __slots__ = ("active", "disabled", "entries", "recovered", "route")
+    __slots__ = ("active", "context", "destination", "disabled", "entries", "recovered", "route")
 
-    def __init__(self, route: str, recovered: Checkpoint | None = None) -> None:
+    def __init__(
+        self, route: str, recovered: Checkpoint | None = None, *, destination: str = "", context: str = ""
+    ) -> None:
         self.route = route
+        self.destination = destination
+        self.context = context
         self.recovered = recovered
         self.entries: list[Entry] = []
         self.active = True
@@ -167,7 +175,13 @@ class Journal:
         return recorded, last
 
     def snapshot(self, issued: int) -> Checkpoint:
-        return Checkpoint(route=self.route, issued=issued, entries=self.entries[: issued - 1])
+        return Checkpoint(
+            route=self.route,
+            destination=self.destination,
+            context=self.context,
+            issued=issued,
+            entries=self.entries[: issued - 1],
+        )
 
 
 def replayed_event(recorded: Entry | None, channel: Headers) -> Event:

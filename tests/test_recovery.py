@@ -231,3 +231,24 @@ def test_explicit_checkpoint_states_are_replayed_as_recorded(workers):
     assert "second.wav" not in [arg for _, arg in record.executed]
     assert heard == ["first", "first"]  # the replay took the recorded decision, not a new one
     gevent.sleep(0)
+
+
+def test_a_handed_off_call_resumes_on_the_async_extensions_second_socket(workers, open_hours):
+    """The async leg of a hand-off (static -> async) dies: the `esl_app_async` extension's second
+    socket brings the call back with destination `esl_app_async`; the checkpoint still routes it to
+    the main line (the hand-off variables were used once, on the first async leg)."""
+    uuid = "7d997322-358a-4092-b0ff-d51f78b0adc7"
+    marker = demo.app.handoff.issue(uuid, "1000", "default")
+    script = main_line("async").model_copy(
+        update={
+            "uuid": uuid,
+            "destination": "esl_app_async",
+            "context": "esl_app",
+            "variables": {"esl_app_destination": "1000", "esl_app_context": "default", "esl_app_handoff": marker},
+        }
+    )
+    record = run(workers(), script, 2)
+    assert not record.lost and len(record.sockets) == 2
+    assert [app for app, _ in record.executed if app not in ("set", "unset")] == UNINTERRUPTED
+    assert record.repeated_prompts == []
+    assert record.sockets[1].hangup_cause == "NORMAL_CLEARING"

@@ -252,3 +252,32 @@ def test_a_handed_off_call_resumes_on_the_async_extensions_second_socket(workers
     assert [app for app, _ in record.executed if app not in ("set", "unset")] == UNINTERRUPTED
     assert record.repeated_prompts == []
     assert record.sockets[1].hangup_cause == "NORMAL_CLEARING"
+
+
+def test_without_full_the_checkpoint_is_a_set_application_and_the_call_still_resumes(workers, open_hours):
+    record = run(workers(), main_line("async", full=False), 2)
+    assert not record.lost and len(record.sockets) == 2
+    first = record.sockets[0]
+    assert any(arg.startswith(VARIABLE + "=") for app, arg in first.executed if app == "set")
+    assert not any(line.startswith("api ") for line in first.commands)  # refused without full
+    assert [app for app, arg in record.executed if not (app == "set" and arg.startswith(VARIABLE))][:3] == [
+        "answer", "playback", "play_and_get_digits",
+    ]  # fmt: skip
+    assert record.repeated_prompts == []
+
+
+def test_a_journal_too_long_for_a_channel_variable_is_cleared_and_the_call_is_no_longer_resumable(workers):
+    app = App("long")
+
+    @app.route("3000", name="long", resumable=True)
+    def long_flow(call: Call) -> None:
+        call.answer()
+        for number in range(60):
+            call.playback(f"prompt-{number}.wav")
+        call.hangup()
+
+    record = run(workers(app), CallScript(destination="3000"), None)
+    setvars = [line for line in record.sockets[0].commands if line.startswith("api uuid_setvar") and VARIABLE in line]
+    assert setvars[-1].endswith(VARIABLE)  # no value: the variable is unset, once
+    assert all(len(line) < 3200 for line in setvars)
+    assert VARIABLE not in record.sockets[0].variables

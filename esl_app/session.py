@@ -443,18 +443,6 @@ class Session:
             self._riders.clear()
         self._riders.append((data, on_reply))
 
-    def flush_riders(self) -> None:
-        """Write the waiting riders now (no command follows them); their replies are not waited for."""
-        if not self._riders or self.connection.closed:
-            return
-        riders, self._riders = self._riders, []
-        try:
-            results = self.connection.send_batch([data for data, _ in riders])
-        except ConnectionClosed:
-            return
-        for (_, on_reply), result in zip(riders, results, strict=True):
-            self._track_rider(result, on_reply)
-
     def _send_with_riders(self, data: bytes) -> AsyncResult:
         riders, self._riders = self._riders, []
         results = self.connection.send_batch([*(rider for rider, _ in riders), data])

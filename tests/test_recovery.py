@@ -281,3 +281,16 @@ def test_a_journal_too_long_for_a_channel_variable_is_cleared_and_the_call_is_no
     assert setvars[-1].endswith(VARIABLE)  # no value: the variable is unset, once
     assert all(len(line) < 3200 for line in setvars)
     assert VARIABLE not in record.sockets[0].variables
+
+
+def test_the_checkpoint_codec_round_trips_and_refuses_any_change():
+    codec = CheckpointCodec(b"k" * 32)
+    checkpoint = Checkpoint(route="main line", destination="1000", context="default", issued=2)
+    value = codec.encode("uuid-1", checkpoint)
+    assert set(value) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")  # nothing expands
+    assert codec.decode("uuid-1", value) == checkpoint
+    payload, _, mac = value.rpartition(".")
+    assert codec.decode("uuid-1", payload[:-1] + ("A" if payload[-1] != "A" else "B") + "." + mac) is None
+    assert codec.decode("uuid-2", value) is None
+    assert codec.decode("uuid-1", "not a checkpoint") is None
+    assert Checkpoint(route="r", issued=3).label == "unnamed"

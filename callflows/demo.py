@@ -104,18 +104,24 @@ def resume(call: Call) -> None:
         call.on_hangup(lambda _call, _cause: data.release(decision))
 
 
-@app.route("1000", name="main line")
+@app.route("1000", name="main line", resumable=True)
 def main_line(call: Call) -> None:
+    """Resumable: if the worker running it dies, the dialplan's next ``socket`` brings the call to
+    another worker, which replays the flow to where it was (README "When a worker dies")."""
+    call.checkpoint("welcome")
     call.answer()
     call.playback(WELCOME)
+    call.checkpoint("menu")
     choice = call.gather(MENU, max_digits=1, tries=3, timeout=5, invalid_prompt=INVALID, regex="[12]")
     if choice is None:
         call.playback(FAILED)
         call.hangup("NORMAL_CLEARING")
         return
     team, dialstring = TEAMS[choice]
+    call.checkpoint("bridge", team=team)
     call.set("demo_team", team)
     result = call.bridge(dialstring, timeout=30)
+    call.checkpoint("after_bridge", outcome=result.outcome)
     after_bridge(call, result)
 
 

@@ -28,6 +28,8 @@ from .call import HANDOFF_CONTEXT, HANDOFF_DESTINATION, Call
 from .errors import CallEnded, CommandError, EslAppError, RouteError
 from .handoff import MARKER as HANDOFF_MARKER
 from .handoff import HandoffSigner
+from .recovery import VARIABLE as CHECKPOINT_VARIABLE
+from .recovery import CheckpointCodec, Journal
 from .routing import Matcher, Route, RouteMatch, RouteTable, SocketMode, build_route
 from .session import Session, SessionObserver, SessionSettings
 
@@ -94,6 +96,10 @@ class App:
         self.handoff = HandoffSigner()
         self.before_hand_off: Callable[[], None] | None = None  # the pool door's note (esl_app.pools)
         self._resume_hooks: list[Guard] = []
+        self._resumable: set[str] = set()  # names of the routes declared resumable=True
+        self._codec: tuple[HandoffSigner, CheckpointCodec] | None = None
+        self.calls_resumed = 0
+        self.calls_restarted = 0
         self._startup_hooks: list[Callable[[], None]] = []
         self._shutdown_hooks: list[Callable[[], None]] = []
         self.started = False
@@ -111,6 +117,7 @@ class App:
         name: str | None = None,
         pool: str | Iterable[str] | None = None,
         mode: SocketMode | None = None,
+        resumable: bool = False,
     ) -> Callable[[Flow], Flow]:
         """Register a flow. A plain string matches exactly; use ``prefix()`` or ``regex()`` otherwise.
 
@@ -121,22 +128,28 @@ class App:
         async socket. A call that arrives on a static socket (the fast way to decide, spec 9) is handed
         off first: its destination and context are saved in channel variables and it is transferred
         to ``handoff_extension``, whose dialplan connects again with ``socket ... async full``.
+
+        ``resumable=True``: the call survives the death of the worker running it (esl_app.recovery).
+        Every application the flow runs is checkpointed on the channel; when the dialplan's next
+        ``socket`` brings the call back, the flow is replayed to where it was and goes on from there
+        (no prompt played twice, no bridge placed twice). The route needs a stable ``name``.
         """
 
         def register(flow: Flow) -> Flow:
-            self._routes.append(
-                build_route(
-                    flow,
-                    destination=destination,
-                    caller=caller,
-                    context=context,
-                    variables=variables,
-                    name=name,
-                    order=len(self._routes),
-                    pool=pool,
-                    mode=mode,
-                )
+            route = build_route(
+                flow,
+                destination=destination,
+                caller=caller,
+                context=context,
+                variables=variables,
+                name=name,
+                order=len(self._routes),
+                pool=pool,
+                mode=mode,
             )
+            if resumable:
+                self._resumable.add(route.name)
+            self._routes.append(route)
             self._table = None
             self._pool_tables = {}
             return flow
@@ -271,7 +284,7 @@ class App:
                 session.uuid, pool, expected_mode, session.mode,
             )  # fmt: skip
         call = Call(session)
-        call.resumed = self._recognise_second_leg(call)
+        call.resumed = self._recognise_second_leg(call) or self._recognise_checkpoint(call, table)
         if admit is not None:
             refused = admit(call.resumed)
             if refused is not None:
@@ -318,6 +331,56 @@ class App:
             "destination): the call is decided as a new one", call.uuid,
         )  # fmt: skip
         return False
+
+    def checkpoint_codec(self) -> CheckpointCodec:
+        """Checkpoints are signed with a key derived from the deployment's hand-off secret (which
+        servers set, and which every worker of a deployment shares)."""
+        signer = self.handoff
+        if self._codec is None or self._codec[0] is not signer:
+            self._codec = (signer, CheckpointCodec(signer.derive("checkpoint")))
+        return self._codec[1]
+
+    def _recognise_checkpoint(self, call: Call, table: RouteTable) -> bool:
+        """Whether this connection brings back a call whose worker died in a resumable flow (its
+        channel shows a checkpoint signed here, for this channel and the route it matches now). Such
+        a call already passed the door and the guards: only the resume hooks run, then the replay."""
+        value = call.header("variable_" + CHECKPOINT_VARIABLE)
+        if not value:
+            return False
+        checkpoint = self.checkpoint_codec().decode(call.uuid, value)
+        reason = None
+        if checkpoint is None:
+            reason = "invalid"  # forged, another deployment's or another channel's
+        else:
+            if checkpoint.destination and call.header("variable_" + HANDOFF_DESTINATION) is None:
+                # a handed-off call (its hand-off variables were used on the async leg): route it as then
+                call.restore_destination(checkpoint.destination, checkpoint.context)
+            match = table.match(call.destination, call.caller_id_number, call.context, call.variable)
+            if match is None or match.route.name != checkpoint.route or checkpoint.route not in self._resumable:
+                reason = "route"  # the route changed (a new version), or the call came back elsewhere
+            elif checkpoint.issued == 0:
+                reason = "empty"
+        if reason is not None:
+            self.calls_restarted += 1
+            log.warning("%s: came back with a checkpoint esl-app cannot resume from (%s): starting over",
+                        call.uuid, reason)  # fmt: skip
+            self._notify("call_restarted", reason)
+            return False
+        assert checkpoint is not None
+        call.recovered = checkpoint
+        self.calls_resumed += 1
+        log.info("%s: resuming %s after %d entries (checkpoint %s)", call.uuid, checkpoint.route,
+                 checkpoint.issued, checkpoint.label)  # fmt: skip
+        self._notify("call_resumed", checkpoint.label)
+        return True
+
+    def _notify(self, what: str, label: str) -> None:
+        hook = getattr(self.observer, what, None)
+        if hook is not None:
+            try:
+                hook(label)
+            except Exception:
+                log.exception("metrics hook %s failed", what)
 
     def _refuse_at_door(self, call: Call, reason: str) -> None:
         """The pool door's refusal, after the connect reply (see esl_app.pools.admission.refuse)."""
@@ -368,6 +431,11 @@ class App:
             # the hand-off extension connected static again: handing off once more would loop
             log.error("%s: the hand-off extension's socket is not async (dialplan/esl_app.xml); running the "
                       "async route on a static socket", call.uuid)  # fmt: skip
+        if match.route.name in self._resumable:
+            call.checkpoints = self.checkpoint_codec()
+            name = match.route.name
+            recovered = call.recovered if call.recovered is not None and call.recovered.route == name else None
+            call.journal = Journal(name, recovered, destination=call.destination, context=call.context)
         match.route.flow(call, **match.kwargs())
 
     def hand_off_to_async(self, call: Call) -> None:

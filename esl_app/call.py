@@ -10,16 +10,22 @@ FreeSWITCH expand is an explicit ``Expand("...${var}...")`` (``esl_app.protocol.
 
 from __future__ import annotations
 
+import logging
 import re
+import uuid as uuid_module
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from .errors import CallTransferred, CommandError, UnsafeArgumentError
-from .protocol import Event, Headers
+from .protocol import Event, Headers, commands
 from .protocol.expansion import Expand, quote_token, setvar_value
-from .session import BackgroundJob, Session
+from .recovery import MAX_CHARS, VARIABLE, Checkpoint, CheckpointCodec, Entry, Journal, check_state, keep_result
+from .recovery import replayed_event as _replayed_event
+from .session import BackgroundJob, Session, WaitFor
+
+log = logging.getLogger("esl_app.call")
 
 BridgeOutcome = Literal["answered", "busy", "no_answer", "failed"]
 HangupHook = Callable[["Call", str | None], None]
@@ -92,7 +98,10 @@ def _check_variable_name(name: str) -> str:
 class Call:
     """One call, as seen by a flow. Created by the framework after ``connect``."""
 
-    __slots__ = ("_hangup_hooks", "_variables", "handed_off", "match", "resumed", "session", "state")
+    __slots__ = (
+        "_hangup_hooks", "_variables", "checkpoints", "handed_off", "journal", "match", "recovered", "resumed",
+        "session", "state",
+    )  # fmt: skip
 
     def __init__(self, session: Session, match: Any = None) -> None:
         self.session = session
@@ -105,6 +114,11 @@ class Call:
         # which skips the door's counts and the guards it already passed
         self.handed_off = False
         self.resumed = False
+        # session recovery (esl_app.recovery): the checkpoint this connection resumes from (a worker
+        # died mid-call), the journal of a resumable flow, and the signer of its checkpoints
+        self.recovered: Checkpoint | None = None
+        self.journal: Journal | None = None
+        self.checkpoints: CheckpointCodec | None = None
 
     # -- who and what ----------------------------------------------------------------------------
     @property
@@ -119,11 +133,16 @@ class Call:
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.session.channel_data.get(name, default)
 
+    def restore_destination(self, destination: str, context: str) -> None:
+        """Route this connection as ``destination``/``context`` (a resumed call, from its checkpoint)."""
+        self._variables[HANDOFF_DESTINATION] = destination
+        self._variables[HANDOFF_CONTEXT] = context
+
     @property
     def destination(self) -> str:
         """The number dialled (for a call handed off from a static socket: the one dialled originally)."""
         return (
-            self.header("variable_" + HANDOFF_DESTINATION)
+            self.variable(HANDOFF_DESTINATION)
             or self.header("Caller-Destination-Number")
             or self.header("Channel-Destination-Number")
             or ""
@@ -140,7 +159,7 @@ class Call:
     @property
     def context(self) -> str:
         return (
-            self.header("variable_" + HANDOFF_CONTEXT)
+            self.variable(HANDOFF_CONTEXT)
             or self.header("Caller-Context")
             or self.header("Channel-Context")
             or ""
@@ -189,14 +208,118 @@ class Call:
         """Run any FreeSWITCH application and wait for its completion (the escape hatch).
 
         ``arg`` arrives as written (escaped against expansion); ``Expand(...)`` to have FreeSWITCH expand it."""
-        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock)
+        event = self._run_app(app, arg, timeout=timeout, event_lock=event_lock)
         assert event is not None
         return event
+
+    # -- session recovery ------------------------------------------------------------------------
+    def checkpoint(self, name: str, **state: Any) -> dict[str, Any]:
+        """Mark a point of a resumable flow, with a small JSON ``state``; returns that state.
+
+        It is recorded on the channel with the next application (no round trip of its own). When
+        the call resumes after a worker died, the flow is replayed up to where it was, and this
+        returns the state recorded the first time: put decisions that come from outside the call
+        (the clock, a database, chance) in it, so the replay takes the same path. Its name labels
+        the ``esl_app_calls_resumed_total`` metric. Outside a resumable flow it only validates."""
+        state = check_state(name, state)
+        journal = self.journal
+        if journal is None or not journal.active:
+            return state
+        if journal.replaying:
+            recorded, _ = journal.next_recorded()
+            if recorded is not None and recorded.name == name and recorded.state is not None:
+                journal.entries.append(recorded)
+                return recorded.state
+            self._diverged(journal, f"checkpoint {name!r}", recorded)
+        journal.entries.append(Entry(name=name, state=state))
+        return state
+
+    def _run_app(
+        self,
+        app: str,
+        arg: str | Expand | None,
+        *,
+        timeout: float | None,
+        event_lock: bool = True,
+        wait: WaitFor = "complete",
+        keep: tuple[str, ...] = (),
+    ) -> Event | None:
+        """Every application of a flow: journaled and checkpointed when the flow is resumable."""
+        journal = self.journal
+        if journal is None or not journal.active:
+            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait)
+        if journal.replaying:
+            recorded, last = journal.next_recorded()
+            if last or (recorded is not None and recorded.app == app):
+                event = _replayed_event(recorded, self.session.channel_data)
+                # the application that ran on while nobody listened: its result is on the channel now
+                result = keep_result(event, keep) if last else recorded.result  # type: ignore[union-attr]
+                journal.entries.append(Entry(app=app, result=result))
+                if app == "answer":
+                    self.session.answered = True
+                return event
+            self._diverged(journal, f"application {app!r}", recorded)
+        entry = Entry(app=app)
+        if not journal.disabled:
+            self._record_checkpoint(journal, len(journal.entries) + 1)
+        journal.entries.append(entry)
+        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait)
+        if event is not None:
+            entry.result = keep_result(event, keep)
+        return event
+
+    def _diverged(self, journal: Journal, what: str, recorded: Entry | None) -> None:
+        """The replay met something else than was recorded: the flow took another path (a decision
+        not put in a checkpoint). Stop replaying: from here on everything runs for real."""
+        log.error(
+            "%s: resumed flow diverged from its checkpoint at entry %d (%s, recorded %s): running on from here",
+            self.uuid, len(journal.entries) + 1, what, recorded.app or recorded.name if recorded else None,
+        )  # fmt: skip
+        assert journal.recovered is not None
+        journal.recovered = None
+
+    def _record_checkpoint(self, journal: Journal, issued: int) -> None:
+        """Ride the journal on the application's own write: no round trip of its own."""
+        assert self.checkpoints is not None
+        value = self.checkpoints.encode(self.uuid, journal.snapshot(issued))
+        if len(value) > MAX_CHARS:
+            # too long a journal for a channel variable: clear it, a crash from here restarts the flow
+            log.warning("%s: checkpoint journal over %d chars: this call is no longer resumable", self.uuid, MAX_CHARS)
+            journal.disabled = True
+            value = ""
+        if self.session.full:
+            # never expanded; FreeSWITCH runs it on the listener before it reads the next command
+            args = ("uuid_setvar", self.uuid, VARIABLE, value) if value else ("uuid_setvar", self.uuid, VARIABLE)
+            data = commands.api(*args)
+        else:
+            # api is refused without ``full``: the set application (the value is base64url and hex,
+            # nothing in it can expand), queued right before the application
+            data = commands.execute("set", f"{VARIABLE}={value}", event_uuid=str(uuid_module.uuid4()))
+        self.session.ride_along(data, self._checkpoint_written, replace=True)
+        self._variables[VARIABLE] = value or None
+
+    def _checkpoint_written(self, result: Any) -> None:
+        frame = result.value if result.successful() else None
+        if frame is not None and frame.reply_text.startswith("-ERR"):
+            log.warning("%s: checkpoint not recorded: %s", self.uuid, frame.reply_text)
+
+    def _forget_checkpoint(self) -> None:
+        """The flow hands the call elsewhere: a later return to this route starts afresh."""
+        journal = self.journal
+        if journal is None or not journal.active or self.variable(VARIABLE) is None:
+            return
+        journal.active = False
+        if self.session.full:
+            data = commands.api("uuid_setvar", self.uuid, VARIABLE)
+        else:
+            data = commands.execute("unset", VARIABLE, event_uuid=str(uuid_module.uuid4()))
+        self.session.ride_along(data, self._checkpoint_written, replace=True)
+        self._variables[VARIABLE] = None
 
     def start(self, app: str, arg: str | Expand | None = None, *, timeout: float | None = None) -> Event:
         """Start an application that runs until hangup (``park``, ``conference``...) and return once
         it started; it runs without event-lock so later verbs still execute (nested inside it)."""
-        event = self.session.execute(app, arg, timeout=timeout, wait="start", event_lock=False)
+        event = self._run_app(app, arg, timeout=timeout, wait="start", event_lock=False)
         assert event is not None
         return event
 
@@ -239,6 +362,7 @@ class Call:
         ]
         if context:
             parts.append(_quote(_not_expandable_later(context, "transfer context"), "transfer context"))
+        self._forget_checkpoint()
         self.execute("transfer", " ".join(parts), timeout=timeout)
         self.session.transferred = True
 
@@ -290,7 +414,10 @@ class Call:
             args.append(_quote(regex or r"\d+|[*#0-9]+", "regex"))
         if digit_timeout is not None:
             args.append(str(int(digit_timeout * 1000)))
-        event = self.execute("play_and_get_digits", " ".join(args), timeout=call_timeout)
+        event = self._run_app(
+            "play_and_get_digits", " ".join(args), timeout=call_timeout, keep=("variable_" + variable,)
+        )
+        assert event is not None
         self.session.clear_dtmf()  # the digits it read also came as DTMF events: not for collect_dtmf
         if (event.get("variable_read_result") or "").lower() != "success":
             return None
@@ -336,7 +463,8 @@ class Call:
         ]  # fmt: skip
         if digit_timeout is not None:
             args.append(str(int(digit_timeout * 1000)))
-        event = self.execute("read", " ".join(args))
+        event = self._run_app("read", " ".join(args), timeout=None, keep=("variable_" + variable,))
+        assert event is not None
         return event.get("variable_" + variable) or ""
 
     def say(
@@ -405,8 +533,10 @@ class Call:
         setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
         if timeout is not None:
             setup["call_timeout"] = str(int(timeout))
+        replaying = self.journal is not None and self.journal.active and self.journal.replaying
         for name, value in setup.items():
-            self.session.execute("set", f"{name}={value}", wait="none")
+            if not replaying:  # a replayed bridge is not placed again: nothing to prepare
+                self.session.execute("set", f"{name}={value}", wait="none")
         if variables:
             leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
             dialstring = "{" + leg_vars + "}" + dialstring

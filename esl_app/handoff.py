@@ -44,6 +44,11 @@ class HandoffSigner:
             raise ValueError("the hand-off secret must be at least 16 bytes")
         self.max_age = max_age
 
+    def derive(self, purpose: str) -> bytes:
+        """A key for another of this deployment's signatures (e.g. checkpoints, esl_app.recovery),
+        so that one secret configures them all and no value signed for one purpose fits another."""
+        return hmac.new(self._key, f"esl-app derive {purpose}".encode(), hashlib.sha256).digest()
+
     def _mac(self, uuid: str, destination: str, context: str, stamp: str) -> str:
         message = "\n".join((uuid, destination, context, stamp)).encode("utf-8", "surrogateescape")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_MAC_CHARS]

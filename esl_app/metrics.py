@@ -19,6 +19,8 @@ objects are ordinary in-process metrics in ``PoolMetrics.registry``.
 | ``esl_app_data_cache_requests_total`` | counter | pool, tier, result (hit, miss); hit ratio in PromQL |
 | ``esl_app_data_limit_slots_restored_total`` | counter | pool, reason (lost, unrecorded): slots written back |
 | ``esl_app_data_limit_decisions_without_redis_total`` | counter | pool, outcome (admitted, refused) |
+| ``esl_app_calls_resumed_total`` | counter | pool, checkpoint: calls brought back after their worker died |
+| ``esl_app_calls_restarted_total`` | counter | pool, reason (invalid, route, empty): came back, started over |
 
 The supervisor adds ``esl_app_workers``, ``esl_app_worker_restarts_total``, ``esl_app_calls_lost_total``,
 ``esl_app_pool_capacity``, ``esl_app_pool_cps_limit`` and ``esl_app_ready`` (see ``esl_app.pools.supervisor``).
@@ -88,6 +90,15 @@ class PoolMetrics:
             "esl_app_data_limit_decisions_without_redis", "Tenant-limit decisions taken without Redis's answer",
             ["pool", "outcome"], registry=r,
         )  # fmt: skip
+        self._resumed = Counter(
+            "esl_app_calls_resumed", "Calls resumed after their worker died, by the last checkpoint passed",
+            ["pool", "checkpoint"], registry=r,
+        )  # fmt: skip
+        self._restarted = Counter(
+            "esl_app_calls_restarted",
+            "Calls that came back after their worker died with no checkpoint to resume from: started over",
+            ["pool", "reason"], registry=r,
+        )  # fmt: skip
         # children resolved once: the hot path never formats labels
         self.active = self._active.labels(pool)
         self.accepted = self._accepted.labels(pool)
@@ -115,6 +126,13 @@ class PoolMetrics:
         if child is None:
             child = self._verb_by[key] = self._verb.labels(self.pool, app, outcome)
         child.observe(seconds)
+
+    # -- session recovery (esl_app.recovery) -----------------------------------------------------
+    def call_resumed(self, checkpoint: str) -> None:
+        self._resumed.labels(self.pool, checkpoint).inc()
+
+    def call_restarted(self, reason: str) -> None:
+        self._restarted.labels(self.pool, reason).inc()
 
     def protocol_error(self, error: Exception) -> None:
         self._errors.labels(self.pool, type(error).__name__).inc()

@@ -92,7 +92,8 @@ class BackgroundJob:
 class Session:
     # a held call is mostly its raw connect reply and these objects: no per-instance dict
     __slots__ = (
-        "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_waiters", "answered", "channel_data",
+        "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_riders", "_waiters", "answered",
+        "channel_data",
         "closed", "connection", "events_received", "full", "hangup_by", "hangup_cause", "hangup_complete",
         "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "other_leg", "settings",
         "transferred", "uuid", "waker",
@@ -134,6 +135,8 @@ class Session:
         # commands that keep FreeSWITCH's listener from reading (an api runs on it, a static socket's
         # execute runs inline on it: spec 2.4, 4.1); a liveness probe would wait behind them
         self._busy = 0
+        # commands that go out in the same write as the next command (a checkpoint: ``ride_along``)
+        self._riders: list[tuple[bytes, Callable[[AsyncResult], None]]] = []
         self.events_received = 0
         self.waker = Waker(self.connection, self.settings.waker)
 
@@ -423,11 +426,34 @@ class Session:
 
     def _send(self, data: bytes) -> AsyncResult:
         try:
+            if self._riders:
+                return self._send_with_riders(data)
             result = self.connection.send(data)
         except ConnectionClosed:
             raise self._ended() from None
         assert result is not None
         return result
+
+    def ride_along(self, data: bytes, on_reply: Callable[[AsyncResult], None], *, replace: bool = False) -> None:
+        """Write ``data`` (a serialized command) together with the next command, in one write, without
+        waiting for its reply: no round trip of its own. FreeSWITCH processes commands in order and
+        answers each one in order (spec 4.3), so it takes effect before that next command runs.
+        ``on_reply`` gets its reply (or the failure). ``replace``: drop the riders still waiting."""
+        if replace:
+            self._riders.clear()
+        self._riders.append((data, on_reply))
+
+    def _send_with_riders(self, data: bytes) -> AsyncResult:
+        riders, self._riders = self._riders, []
+        results = self.connection.send_batch([*(rider for rider, _ in riders), data])
+        for (_, on_reply), result in zip(riders, results[:-1], strict=True):
+            self._track_rider(result, on_reply)
+        return results[-1]
+
+    def _track_rider(self, result: AsyncResult, on_reply: Callable[[AsyncResult], None]) -> None:
+        self._busy += 1  # an api rider runs on FreeSWITCH's listener (spec 4.1)
+        result.rawlink(self._listener_free)
+        result.rawlink(on_reply)
 
     def _get(
         self,

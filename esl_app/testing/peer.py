@@ -99,6 +99,10 @@ class CallScript(BaseModel):
     # async/static without linger: deliver only the first N events of the hangup sequence (spec 2.6)
     hangup_event_limit: int | None = None
     record_seconds: float = 3.0
+    # when the application server goes away mid-application: True, the application runs to its end
+    # (the real switch: the call's thread only looks at the socket between applications, spec 2.7),
+    # then ``socket`` returns; False, it is cut at once (quicker for tests that only need the close)
+    apps_outlive_socket: bool = False
 
     @field_validator("bridge")
     @classmethod
@@ -136,6 +140,8 @@ class CallRecord(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)  # channel variables (live, final at the end)
     closed_by: Literal["app", "switch"] | None = None
     continued_in_dialplan: bool = False  # the socket ended while the call was up
+    # applications that ran to their end (not cut by a hangup, uuid_break or the socket's close)
+    completed: list[tuple[str, str]] = Field(default_factory=list)
     lingered: bool = False  # a linger notice was written
     protocol_errors: list[str] = Field(default_factory=list)
     transferred_to: str | None = None  # extension the call was transferred to (it left the socket)
@@ -355,6 +361,7 @@ class _Frame:
     arg: str
     breakable: bool
     broken: bool = False
+    cut: bool = False  # stopped because the application server went away
     arg_b_leg: str = ""  # bridge: the B-leg's uuid while bridged
 
 
@@ -471,6 +478,8 @@ class FakeFreeSWITCH:
             socket_data=socket_application_data(self.script.mode, self.script.full),
         )
         self.record = CallRecord(uuid=self.uuid)
+        # called as each application starts (after its CHANNEL_EXECUTE), e.g. to kill the server then
+        self.on_execute: Callable[[str, str], None] | None = None
         self.record.variables = self.channel.variables  # live view
         self.channel.api_runner = self._expansion_api
 
@@ -640,9 +649,16 @@ class FakeFreeSWITCH:
         self._socket_ended()
 
     def _on_app_closed(self) -> None:
-        """EOF from the application: write nothing; the call goes on in the dialplan."""
+        """EOF from the application: write nothing; the call goes on in the dialplan (once the
+        application running now has ended, with ``apps_outlive_socket``)."""
         if self.record.closed_by is None:
             self.record.closed_by = "app"
+        if self.script.apps_outlive_socket:
+            # the park loop ends: what it had not started yet is not run; what runs, runs to its end
+            self._private.clear()
+            limit = self._started + self.safety_timeout
+            while self._stack and not self._down and time.monotonic() < limit:
+                gevent.sleep(0.01)
         self._socket_ended()
 
     def _socket_ended(self) -> None:
@@ -1379,11 +1395,15 @@ class FakeFreeSWITCH:
                     self.record.first_execute_at = time.monotonic()
                 self.record.executed.append((app, arg))
                 self.record.verbs.append(app)
+                if self.on_execute is not None:
+                    self.on_execute(app, arg)
                 self._last_app = (app, arg)
                 if pass_number == 1 and message.index and message.index == self.script.hangup_at:
                     self._hangup(self.script.hangup_cause, "caller")
                 started = time.monotonic()
                 handler(frame)
+                if not (self._down or frame.broken or frame.cut):
+                    self.record.completed.append((app, arg))
                 response = ch.variables.get("current_application_response", "_none_")
                 self._emit_channel(
                     "CHANNEL_EXECUTE_COMPLETE",
@@ -1428,7 +1448,8 @@ class FakeFreeSWITCH:
                 if self._private and not self._down:
                     self._run_message(self._private.popleft())
                 continue
-            if self._eof or self._sock_closed:
+            if (self._eof or self._sock_closed) and not self.script.apps_outlive_socket:
+                frame.cut = True
                 return "break"  # the socket is gone: nothing observable depends on the rest
             started = time.monotonic()
             self._csig.wait(min(remaining, 1.0))

@@ -13,7 +13,7 @@ import re
 
 from pydantic import BaseModel, Field
 
-_FORMATTING = re.compile(r"[\s\-.()/]")
+_FORMATTING = re.compile(r"[ \t\-.()/]")  # not CR/LF: a line break in a number is an error
 _CANONICAL = re.compile(r"^\+?[1-9][0-9]{5,14}$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 

@@ -84,13 +84,15 @@ class Dialer:
 
         return factory
 
-    def db(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float = 30.0) -> T:
+    def db(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` on a pooled connection (asyncio thread); this greenlet waits."""
+
         async def run() -> T:
             assert self.pool is not None
             async with self.pool.acquire() as conn:
-                return await fn(conn, *args)
+                return await fn(conn, *args, **kwargs)
 
-        return self.bridge.run(run(), timeout=timeout)
+        return self.bridge.run(run(), timeout=30.0)
 
     def start(self) -> Dialer:
         self.bridge.start()

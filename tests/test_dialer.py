@@ -1,0 +1,129 @@
+"""The dialer against fake outbound nodes, real Postgres and Redis: DNC, retries by cause, the calling
+window, pause and resume (one in-process instance)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import pytest
+import redis
+from data_fixtures import *  # noqa: F403
+from data_fixtures import PG_DSN
+from dialer_fixtures import (
+    Holder,
+    cluster_settings,
+    counted_attempts,
+    holder,  # noqa: F401
+    make_campaign,
+    set_status,
+    start_nodes,
+    wait_for,
+)
+
+from esl_app.dialer import Dialer, DialerSettings
+from esl_app.dialer import store as dstore
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Any]]:
+    started = start_nodes(2)
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+def dialer(pg_schema: str, redis_client: redis.Redis, redis_prefix: str, nodes: list[Any],
+           holder: Holder) -> Iterator[Dialer]:  # noqa: F811
+    settings = DialerSettings(name="t1", socket_port=holder.port, lease=2, tick=0.02, status_refresh=0.1,
+                              reconcile_interval=0.3)  # fmt: skip
+    d = Dialer(settings, cluster_settings(nodes), PG_DSN, pg_schema, redis_client, redis_prefix=redis_prefix)
+    d.start()
+    assert d.registry.wait_until(lambda: all(d.registry.state(n.name).value == "up" for n in nodes), 10)
+    yield d
+    d.stop()
+
+
+def total_calls(nodes: list[Any], number: str) -> int:
+    return sum(node.calls_to(number) for node in nodes)
+
+
+def campaign_status(admin: Any, campaign_id: int) -> str:
+    return admin.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign_id)
+
+
+def test_retries_follow_the_cause_and_dnc_numbers_are_never_called(admin: Any, nodes: list[Any],
+                                                                   dialer: Dialer) -> None:
+    outcomes = {"+15550000001": "answer", "+15550000002": "busy", "+15550000003": "no_answer",
+                "+15550000004": "reject", "+15550000005": "fail:NORMAL_TEMPORARY_FAILURE",
+                "+15550000006": "unroutable", "+15550000007": "answer", "+15550000008": "answer"}  # fmt: skip
+    for node in nodes:
+        for number, outcome in outcomes.items():
+            node.set_outcome(number, outcome, ring_seconds=0.05, hangup_after=0.2)
+    admin.bridge.run(dstore.add_dnc(admin.conn, ["+15550000007"], None), timeout=5)  # global
+    admin.bridge.run(dstore.add_dnc(admin.conn, ["+15550000008"], "demo"), timeout=5)  # this tenant
+    campaign_id = make_campaign(admin, numbers=list(outcomes), max_attempts=3)
+    set_status(admin, "spring", "running")
+    wait_for(lambda: campaign_status(admin, campaign_id) == "done", 30)
+    attempts = counted_attempts(admin, campaign_id)
+    expected = {"+15550000001": ["answered"], "+15550000002": ["busy"] * 3, "+15550000003": ["no_answer"] * 3,
+                "+15550000004": ["failed"] * 3, "+15550000005": ["failed"] * 3, "+15550000006": ["final"]}  # fmt: skip
+    assert {n: [a["outcome"] for a in rows] for n, rows in attempts.items()} == expected
+    for number in outcomes:
+        assert total_calls(nodes, number) == len(expected.get(number, [])), number
+    states = dict(admin.fetch("SELECT number, state FROM contacts WHERE campaign_id = $1", campaign_id))
+    assert states["+15550000007"] == states["+15550000008"] == "dnc"
+    assert states["+15550000001"] == "done" and states["+15550000002"] == "exhausted"
+    rows = attempts["+15550000002"]
+    assert [a["attempt_number"] for a in rows] == [1, 2, 3]
+    assert all(a["hangup_cause"] == "USER_BUSY" and a["node"] in ("fs1", "fs2") for a in rows)
+    # the retry delay (0.3 s) was kept between attempts
+    assert all((b["created_at"] - a["ended_at"]).total_seconds() >= 0.29 for a, b in zip(rows, rows[1:], strict=False))
+    answered = attempts["+15550000001"][0]
+    wait_for(lambda: admin.fetchval("SELECT ended_at FROM attempts WHERE id = $1", answered["id"]), 10)
+    call = next(c for node in nodes for c in node.calls if c.destination == "+15550000001")
+    variables = call.request.variables
+    assert variables["esl_app_campaign"] == str(campaign_id)
+    assert variables["esl_app_attempt"] == str(answered["id"])
+    assert variables["esl_app_contact"] == str(answered["contact_id"])
+    assert variables["esl_app_flow"] == "survey" and variables["esl_app_var_name"] == "c0"
+    assert call.request.app is not None and "socket" in str(call.request.app)
+
+
+def test_nothing_is_called_outside_the_window_and_pause_takes_effect_within_a_second(
+    admin: Any, nodes: list[Any], dialer: Dialer
+) -> None:
+    numbers = [f"+1555100{i:04d}" for i in range(200)]
+    for node in nodes:
+        node.default_outcome = node.default_outcome.model_copy(update={"hangup_after": 0.05})
+    # the tenant (demo) is in Europe/London; a window that excludes now on every weekday
+    from zoneinfo import ZoneInfo
+
+    local = dt.datetime.now(ZoneInfo("Europe/London"))
+    closed_from = (local + dt.timedelta(hours=2)).time().replace(microsecond=0, second=0)
+    spans = [dstore.Span(weekday=d, opens=dt.time(0, 0), closes=dt.time(0, 1)) for d in range(7)]
+    if local.time() < dt.time(0, 2):
+        spans = [dstore.Span(weekday=d, opens=closed_from, closes=dt.time(23, 59)) for d in range(7)]
+    campaign_id = make_campaign(admin, numbers=numbers, cps=20, schedule=spans)
+    set_status(admin, "spring", "running")
+    gevent.sleep(1.5)
+    assert admin.fetchval("SELECT count(*) FROM attempts WHERE campaign_id = $1", campaign_id) == 0
+    assert sum(len(node.calls) for node in nodes) == 0
+    # open the window now: calls start
+    admin.execute("UPDATE campaign_hours SET opens = '00:00', closes = '23:59:59' WHERE campaign_id = $1", campaign_id)
+    wait_for(lambda: admin.fetchval("SELECT count(*) FROM attempts WHERE campaign_id = $1", campaign_id) >= 20, 15)
+    set_status(admin, "spring", "paused")
+    paused_at = admin.fetchval("SELECT now()")
+    gevent.sleep(2.0)
+    late = admin.fetchval(
+        "SELECT count(*) FROM attempts WHERE campaign_id = $1 AND created_at > $2::timestamptz + interval '1 second'",
+        campaign_id, paused_at,
+    )  # fmt: skip
+    assert late == 0
+    before = admin.fetchval("SELECT count(*) FROM attempts WHERE campaign_id = $1", campaign_id)
+    assert before < len(numbers)
+    set_status(admin, "spring", "running")
+    wait_for(lambda: admin.fetchval("SELECT count(*) FROM attempts WHERE campaign_id = $1", campaign_id) > before, 5)

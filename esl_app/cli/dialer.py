@@ -183,8 +183,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(r.model_dump_json())
         elif args.follow:
             finished = r.contacts - r.remaining
-            print(f"\r{r.name} {r.status:8} {_bar(finished, r.contacts)} dialled {r.attempts} answered {r.answered}"
-                  f" failed {r.failed} in flight {r.in_flight} {r.last_minute / 60:.1f}/s  ", end="", flush=True)  # fmt: skip
+            line = (f"\r{r.name} {r.status:8} {_bar(finished, r.contacts)} dialled {r.attempts} answered {r.answered}"
+                    f" failed {r.failed} in flight {r.in_flight} {r.last_minute / 60:.1f}/s  ")  # fmt: skip
+            print(line, end="", flush=True)
         else:
             print(f"campaign {r.name}: {r.status}")
             print(f"  contacts   {r.contacts}  ({', '.join(f'{k} {v}' for k, v in sorted(r.states.items()))})")

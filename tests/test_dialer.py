@@ -128,3 +128,48 @@ def test_nothing_is_called_outside_the_window_and_pause_takes_effect_within_a_se
     assert before < len(numbers)
     set_status(admin, "spring", "running")
     wait_for(lambda: admin.fetchval("SELECT count(*) FROM attempts WHERE campaign_id = $1", campaign_id) > before, 5)
+
+
+def attempts_between(admin: Any, campaign_id: int, start: Any, seconds: float) -> int:
+    return admin.fetchval(
+        "SELECT count(*) FROM attempts WHERE campaign_id = $1 AND outcome IS DISTINCT FROM 'not_originated'"
+        " AND created_at >= $2::timestamptz AND created_at < $2::timestamptz + make_interval(secs => $3)",
+        campaign_id, start, seconds,
+    )  # fmt: skip
+
+
+def test_the_tenant_limits_from_the_routing_data_bind_the_campaign(admin: Any, nodes: list[Any],
+                                                                 dialer: Dialer) -> None:
+    # tenant "demo": 500 concurrent, no rate; limit it to 3 calls at once and 4 calls per second
+    admin.execute("UPDATE tenant_limits SET max_concurrent = 3, calls_per_second = 4 WHERE tenant_id = 'demo'")
+    for node in nodes:
+        node.default_outcome = node.default_outcome.model_copy(update={"hangup_after": 0.5})
+    campaign_id = make_campaign(admin, numbers=[f"+1555300{i:04d}" for i in range(100)], cps=50, max_concurrent=50)
+    set_status(admin, "spring", "running")
+    start = wait_for(lambda: admin.fetchval("SELECT min(created_at) FROM attempts WHERE campaign_id = $1",
+                                            campaign_id), 10)  # fmt: skip
+    peak = 0
+    for _ in range(30):
+        peak = max(peak, sum(len(node.live_calls) for node in nodes))
+        gevent.sleep(0.1)
+    assert 1 <= peak <= 3
+    # 3 s: at most 3 calls at once lasting 0.5 s (<= 6/s), and at most 4/s (+ the 1-token burst)
+    assert attempts_between(admin, campaign_id, start, 3.0) <= 4 * 3 + 1
+
+
+def test_each_node_takes_its_share_of_calls_per_second(admin: Any, nodes: list[Any], dialer: Dialer) -> None:
+    for node in nodes:
+        node.default_outcome = node.default_outcome.model_copy(update={"hangup_after": 0.05})
+    dialer.paced._node_cps = 3.0  # two nodes of weight 1: 6 calls per second in all
+    campaign_id = make_campaign(admin, numbers=[f"+1555400{i:04d}" for i in range(200)], cps=100, max_concurrent=100)
+    set_status(admin, "spring", "running")
+    start = wait_for(lambda: admin.fetchval("SELECT min(created_at) FROM attempts WHERE campaign_id = $1",
+                                            campaign_id), 10)  # fmt: skip
+    gevent.sleep(3.5)
+    counted = attempts_between(admin, campaign_id, start, 3.0)
+    assert 6 <= counted <= 3 * 6 + 2, counted  # the campaign alone would have placed ~300
+    assert all(node.calls for node in nodes)
+    # contacts are claimed only as fast as the nodes take calls: few claims end "not originated"
+    wasted = admin.fetchval("SELECT count(*) FROM attempts WHERE campaign_id = $1 AND outcome = 'not_originated'",
+                            campaign_id)  # fmt: skip
+    assert wasted <= counted // 2, (wasted, counted)

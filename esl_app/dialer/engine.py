@@ -42,6 +42,42 @@ log = logging.getLogger("esl_app.dialer")
 T = TypeVar("T")
 
 
+class _NodePaced:
+    """The registry as the Originator sees it, with ``pick`` skipping nodes whose share of calls per
+    second (``node_cps`` x weight, one Redis bucket per node for every dialer) is spent this instant."""
+
+    def __init__(self, registry: ClusterRegistry, bucket: TokenBucket, node_cps: float) -> None:
+        self._registry, self._bucket, self._node_cps = registry, bucket, node_cps
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
+
+    def pick(self, role: Role | str, *, exclude: Any = ()) -> Any:
+        skipped = set(exclude)
+        while True:
+            node = self._registry.pick(role, exclude=skipped)
+            if node is None or not self._node_cps:
+                return node
+            if self._bucket.take(f"node:{node.name}", self._node_cps * node.weight, 1):
+                return node
+            skipped.add(node.name)
+
+    def room(self, role: Role, wanted: int) -> int:
+        """How many of ``wanted`` calls the eligible nodes' buckets could take now (looked at, not taken):
+        the dialer claims no more contacts than the nodes can start, so none is claimed in vain."""
+        if not self._node_cps:
+            return wanted
+        total = 0
+        for status in self._registry.snapshot():
+            if status.state != "up" or role.value not in status.roles or total >= wanted:
+                continue
+            rate = self._node_cps * status.weight
+            got = self._bucket.take(f"node:{status.name}", rate, wanted - total)
+            self._bucket.give_back(f"node:{status.name}", rate, got)
+            total += got
+        return total
+
+
 class Dialer:
     def __init__(
         self,
@@ -59,7 +95,8 @@ class Dialer:
         self.bucket = TokenBucket(redis_client, redis_prefix)
         self.bridge = Bridge(f"dialer-{self.name}")
         self.registry = ClusterRegistry(cluster_settings, client_factory=self._client_factory())
-        self.originator = Originator(self.registry)
+        self.paced = _NodePaced(self.registry, self.bucket, settings.node_cps)
+        self.originator = Originator(self.paced)  # type: ignore[arg-type]
         self.pool: asyncpg.Pool | None = None
         self.campaigns: dict[int, store.Campaign] = {}
         self.dialing: dict[int, int] = {}  # contact id -> campaign id: originates in progress here
@@ -146,11 +183,19 @@ class Dialer:
             if campaign.status != "running" or not in_window(campaign.schedule, campaign.timezone, now):
                 continue
             key = f"campaign:{campaign.id}"
-            granted = self.bucket.take(key, campaign.cps, self.settings.batch)
-            if not granted:
+            wanted = self.paced.room(Role.OUTBOUND, self.settings.batch)
+            granted = self.bucket.take(key, campaign.cps, wanted)
+            allowed = granted
+            if granted and campaign.tenant_cps:
+                # the tenant's own rate (routing data's tenant_limits) binds all its campaigns together
+                allowed = self.bucket.take(f"tenant:{campaign.tenant_id}", campaign.tenant_cps, granted)
+            if not allowed:
+                self.bucket.give_back(key, campaign.cps, granted)
                 continue
-            claimed, blocked = self.db(store.claim, campaign, self.name, self.settings.lease, granted)
+            claimed, blocked = self.db(store.claim, campaign, self.name, self.settings.lease, allowed)
             self.bucket.give_back(key, campaign.cps, granted - len(claimed))
+            if campaign.tenant_cps:
+                self.bucket.give_back(f"tenant:{campaign.tenant_id}", campaign.tenant_cps, allowed - len(claimed))
             metrics.TOKENS.labels(campaign.name).inc(len(claimed))
             if blocked:
                 metrics.DNC.labels(campaign.name).inc(blocked)

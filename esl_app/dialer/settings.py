@@ -24,4 +24,8 @@ class DialerSettings(BaseSettings):
     status_refresh: float = Field(0.25, gt=0, description="s between reads of the campaigns (pause/stop latency)")
     reconcile_interval: float = Field(1.0, gt=0)
     batch: int = Field(50, ge=1, description="most contacts claimed per campaign per round")
+    node_cps: float = Field(
+        0.0, ge=0, description="calls per second one node of weight 1 takes from all dialers (its sessions-per-second"
+        " in switch.conf, less inbound traffic); 0: no per-node limit",
+    )
     metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port")

@@ -39,6 +39,7 @@ class Campaign(CampaignSpec):
     id: int
     status: str
     timezone: str = "UTC"
+    tenant_cps: float | None = None
 
     @property
     def policy(self) -> RetryPolicy:
@@ -76,7 +77,8 @@ class UnknownCampaign(LookupError):
 
 _CAMPAIGN_COLUMNS = """c.id, c.name, c.tenant_id, c.caller_id_number, c.caller_id_name, c.gateway, c.flow, c.cps,
     c.max_concurrent, c.max_attempts, c.retry_busy, c.retry_no_answer, c.retry_failed, c.ring_timeout, c.status,
-    t.timezone"""
+    t.timezone, (SELECT nullif(l.calls_per_second, 0)::real FROM tenant_limits l WHERE l.tenant_id = c.tenant_id)
+    AS tenant_cps"""
 
 
 async def create_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> int:
@@ -161,13 +163,18 @@ async def claim(
     claimed: list[Claimed] = []
     blocked = 0
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('esl_app_dialer'), $1::int)", campaign.id)
-        live = await conn.fetchval(
-            "SELECT count(*) FROM attempts WHERE campaign_id = $1 AND ended_at IS NULL"
-            " AND outcome IS DISTINCT FROM 'not_originated'",
-            campaign.id,
-        )
-        room = min(limit, campaign.max_concurrent - int(live))
+        # one claimer per tenant at a time: "count live calls, then claim" stays exact across instances
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('esl_app_dialer'), hashtext($1))", campaign.tenant_id)
+        live = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE a.campaign_id = $1) AS campaign,
+                      count(*) AS tenant, (SELECT max_concurrent FROM tenant_limits WHERE tenant_id = $2) AS tenant_max
+               FROM attempts a JOIN campaigns k ON k.id = a.campaign_id
+               WHERE k.tenant_id = $2 AND a.ended_at IS NULL AND a.outcome IS DISTINCT FROM 'not_originated'""",
+            campaign.id, campaign.tenant_id,
+        )  # fmt: skip
+        room = min(limit, campaign.max_concurrent - int(live["campaign"]))
+        if live["tenant_max"] is not None:
+            room = min(room, int(live["tenant_max"]) - int(live["tenant"]))  # the tenant's limit (routing data)
         if room <= 0:
             return [], 0
         rows = await conn.fetch(

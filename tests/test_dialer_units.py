@@ -83,3 +83,17 @@ def test_the_window_is_read_in_the_tenant_time_zone() -> None:
     assert in_window([], "UTC", dt.datetime(2026, 1, 4, 3, 0, tzinfo=dt.UTC))
     with pytest.raises(ValueError, match="unknown day"):
         parse_schedule("mon-fry 09:00-17:00")
+
+
+def test_the_metrics_are_exposed() -> None:
+    from prometheus_client import generate_latest
+
+    from esl_app.dialer import metrics
+
+    metrics.ATTEMPTS.labels("c", "fs1", "answered").inc()
+    metrics.IN_FLIGHT.labels("c").set(2)
+    text = generate_latest().decode()
+    for name in ("esl_app_dialer_attempts_total", "esl_app_dialer_in_flight", "esl_app_dialer_answer_ratio",
+                 "esl_app_dialer_pacing_error_ratio"):  # fmt: skip
+        assert name in text
+    assert 'esl_app_dialer_attempts_total{campaign="c",node="fs1",outcome="answered"} 1.0' in text

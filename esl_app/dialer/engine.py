@@ -288,7 +288,14 @@ class Dialer:
                     continue  # ours and still originating (a lease renewal came late)
                 self._reconcile(campaign, orphan)
             self.db(store.finish_if_done, campaign.id)
+            self._measure(campaign)
         return self.settings.reconcile_interval
+
+    def _measure(self, campaign: store.Campaign) -> None:
+        last10, last300, answered = self.db(store.recent, campaign.id)
+        metrics.ANSWER_RATIO.labels(campaign.name).set(answered / last300 if last300 else 0.0)
+        if campaign.status == "running":
+            metrics.PACING_ERROR.labels(campaign.name).set((last10 - campaign.cps * 10) / (campaign.cps * 10))
 
     def _reconcile(self, campaign: store.Campaign, orphan: store.Orphan) -> None:
         if orphan.ended:

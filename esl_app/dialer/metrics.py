@@ -17,3 +17,9 @@ NOT_ORIGINATED = Counter(
 DNC = Counter("esl_app_dialer_dnc_total", "contacts skipped: on a do-not-call list", ["campaign"])
 IN_FLIGHT = Gauge("esl_app_dialer_in_flight", "originates in progress in this instance", ["campaign"])
 TOKENS = Counter("esl_app_dialer_paced_total", "calls the token bucket let start, per campaign", ["campaign"])
+ANSWER_RATIO = Gauge("esl_app_dialer_answer_ratio", "answered / attempts over the last 5 minutes", ["campaign"])
+PACING_ERROR = Gauge(
+    "esl_app_dialer_pacing_error_ratio",
+    "(attempts started in the last 10 s by every instance - cps x 10) / (cps x 10), while running",
+    ["campaign"],
+)

@@ -383,3 +383,15 @@ async def finish_if_done(conn: asyncpg.Connection, campaign_id: int) -> bool:
         campaign_id,
     )
     return done == "UPDATE 1"
+
+
+async def recent(conn: asyncpg.Connection, campaign_id: int) -> tuple[int, int, int]:
+    """(attempts started in the last 10 s, attempts and answered in the last 5 min), every instance's."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE created_at > now() - interval '10 seconds') AS last10,
+                  count(*) AS last300, count(*) FILTER (WHERE outcome = 'answered') AS answered
+           FROM attempts WHERE campaign_id = $1 AND created_at > now() - interval '5 minutes'
+             AND outcome IS DISTINCT FROM 'not_originated'""",
+        campaign_id,
+    )
+    return int(row["last10"]), int(row["last300"]), int(row["answered"])

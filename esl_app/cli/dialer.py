@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dialer.add_argument("--name", help="this instance's name (default: ESL_APP_DIALER_NAME or host-pid)")
     dialer.add_argument("--redis-prefix", default="esl:dialer:", help="key prefix of the pacing buckets")
     dialer.set_defaults(func=cmd_dialer)
+    register_bench(sub)
 
     campaign = sub.add_parser("campaign", help="outbound campaigns: create, load contacts, start, watch")
     csub = campaign.add_subparsers(dest="campaign_command", required=True)
@@ -247,3 +248,26 @@ def cmd_dialer(args: argparse.Namespace) -> int:
     gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(dialer.stop))
     dialer.stopped.wait()
     return 0
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("dialer-bench", help="dialer pacing error per 10 s window, and its highest originate rate")
+    bench.add_argument("--dsn", help="Postgres DSN (default: ESL_APP_DATA_POSTGRES_DSN)")
+    bench.add_argument("--redis", help="Redis URL (default: ESL_APP_DATA_REDIS_URL)")
+    bench.add_argument("--cps", type=float, default=50.0)
+    bench.add_argument("--duration", type=float, default=60.0, help="s of paced dialling (10 s windows)")
+    bench.add_argument("--flood", type=int, default=3000, help="contacts for the highest-rate run (0: skip it)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..data.settings import DataSettings
+    from ..dialer import bench
+
+    settings = DataSettings()
+    dsn, redis_url = args.dsn or settings.postgres_dsn, args.redis or settings.redis_url
+    if not dsn or not redis_url:
+        print("error: dialer-bench needs Postgres and Redis (--dsn/--redis or ESL_APP_DATA_*)", file=sys.stderr)
+        return 2
+    return bench.main(dsn, redis_url, args.cps, args.duration, args.flood, args.json)

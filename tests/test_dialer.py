@@ -12,7 +12,7 @@ import gevent
 import pytest
 import redis
 from data_fixtures import *  # noqa: F403
-from data_fixtures import PG_DSN
+from data_fixtures import PG_DSN, REDIS_URL
 from dialer_fixtures import (
     Holder,
     cluster_settings,
@@ -41,7 +41,7 @@ def dialer(pg_schema: str, redis_client: redis.Redis, redis_prefix: str, nodes: 
            holder: Holder) -> Iterator[Dialer]:  # noqa: F811
     settings = DialerSettings(name="t1", socket_port=holder.port, lease=2, tick=0.02, status_refresh=0.1,
                               reconcile_interval=0.3)  # fmt: skip
-    d = Dialer(settings, cluster_settings(nodes), PG_DSN, pg_schema, redis_client, redis_prefix=redis_prefix)
+    d = Dialer(settings, cluster_settings(nodes), PG_DSN, pg_schema, REDIS_URL, redis_prefix=redis_prefix)
     d.start()
     assert d.registry.wait_until(lambda: all(d.registry.state(n.name).value == "up" for n in nodes), 10)
     yield d

@@ -219,7 +219,6 @@ def cmd_dnc(args: argparse.Namespace) -> int:
 
 def cmd_dialer(args: argparse.Namespace) -> int:
     import gevent
-    import redis
 
     from ..cluster import ClusterSettings
     from ..data.settings import DataSettings
@@ -236,8 +235,7 @@ def cmd_dialer(args: argparse.Namespace) -> int:
         print("error: no cluster node with the outbound role (ESL_APP_CLUSTER_NODES, docs/cluster.md)",
               file=sys.stderr)  # fmt: skip
         return 2
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    dialer = Dialer(settings, cluster, dsn, schema, client, redis_prefix=args.redis_prefix)
+    dialer = Dialer(settings, cluster, dsn, schema, redis_url, redis_prefix=args.redis_prefix)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 

@@ -27,12 +27,14 @@ from typing import Any, TypeVar
 
 import asyncpg
 import gevent
+import gevent.pool
 import redis
 
 from ..cluster import ClusterRegistry, ClusterSettings, OriginateAttempt, Originator, Role, socket_target
 from ..cluster.originate import NO_NODE
 from ..cluster.restart import Restart
 from ..data.bridge import Bridge
+from ..data.redis_tier import GeventConnection
 from . import metrics, store
 from .pacing import TokenBucket
 from .policy import LOST_CAUSE, classify, in_window
@@ -85,14 +87,17 @@ class Dialer:
         cluster_settings: ClusterSettings,
         dsn: str,
         schema: str,
-        redis_client: redis.Redis,
+        redis_url: str,
         *,
         redis_prefix: str = "esl:dialer:",
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.dsn, self.schema = dsn, schema
-        self.bucket = TokenBucket(redis_client, redis_prefix)
+        # gevent sockets: waiting for Redis yields to the hub (the process is not monkey-patched)
+        pool = redis.ConnectionPool.from_url(redis_url, connection_class=GeventConnection, socket_timeout=2.0,
+                                             socket_connect_timeout=2.0)  # fmt: skip
+        self.bucket = TokenBucket(redis.Redis(connection_pool=pool), redis_prefix)
         self.bridge = Bridge(f"dialer-{self.name}")
         self.registry = ClusterRegistry(cluster_settings, client_factory=self._client_factory())
         self.paced = _NodePaced(self.registry, self.bucket, settings.node_cps)
@@ -103,6 +108,7 @@ class Dialer:
         self.adopted: dict[str, tuple[int, int, int]] = {}  # call uuid -> (campaign, contact, attempt): up, no outcome
         self.target = socket_target(settings.socket_host, settings.socket_port)
         self._greenlets: list[gevent.Greenlet] = []
+        self._calls = gevent.pool.Group()  # one greenlet per attempt or hangup being recorded
         self.stopped = gevent.event.Event()
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -115,7 +121,7 @@ class Dialer:
                 if on_event is not None:
                     on_event(event)
                 if event.name == "CHANNEL_HANGUP_COMPLETE" and event.get("variable_esl_app_attempt"):
-                    gevent.spawn(self._hangup, event)
+                    self._calls.spawn(self._hangup, event)
 
             return InboundClient(*args, events=(*events, "CHANNEL_HANGUP_COMPLETE"), on_event=both, **kw)
 
@@ -149,6 +155,8 @@ class Dialer:
 
     def stop(self) -> None:
         gevent.killall(self._greenlets, block=True, timeout=2)
+        # attempts still originating keep their rows and leases: reconciled like a crash's
+        self._calls.kill(block=True, timeout=2)
         self.registry.stop()
         if self.pool is not None:
             pool, self.pool = self.pool, None
@@ -201,7 +209,7 @@ class Dialer:
                 metrics.DNC.labels(campaign.name).inc(blocked)
             for contact in claimed:
                 self.dialing[contact.contact_id] = campaign.id
-                gevent.spawn(self._dial, campaign, contact)
+                self._calls.spawn(self._dial, campaign, contact)
         return self.settings.tick
 
     # -- one attempt -----------------------------------------------------------------------------

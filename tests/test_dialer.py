@@ -173,3 +173,45 @@ def test_each_node_takes_its_share_of_calls_per_second(admin: Any, nodes: list[A
     wasted = admin.fetchval("SELECT count(*) FROM attempts WHERE campaign_id = $1 AND outcome = 'not_originated'",
                             campaign_id)  # fmt: skip
     assert wasted <= counted // 2, (wasted, counted)
+
+
+def test_an_answered_call_runs_the_outbound_flow_which_reads_its_campaign_and_contact(
+    admin: Any, pg_schema: str, redis_prefix: str, nodes: list[Any]
+) -> None:
+    from esl_app import App, Call
+    from esl_app.dialer.flow import campaign_call
+    from esl_app.session import SessionSettings
+    from esl_app.transport import OutboundServer
+
+    app = App("dialer-test", SessionSettings(hangup_wait=0.2))
+    seen: list[tuple[Any, str | None]] = []
+
+    @app.route(variables={"esl_app_flow": "survey"}, pool="outbound")
+    def survey(call: Call) -> None:
+        who = campaign_call(call)
+        seen.append((who, who.variable(call, "name") if who else None))
+        call.answer()
+        call.hangup()
+
+    server = OutboundServer(app.handle, "127.0.0.1", 0)
+    server.start()
+    settings = DialerSettings(name="flow", socket_port=server.address[1], lease=2, tick=0.02, status_refresh=0.1,
+                              reconcile_interval=0.3)  # fmt: skip
+    d = Dialer(settings, cluster_settings(nodes), PG_DSN, pg_schema, REDIS_URL, redis_prefix=redis_prefix)
+    try:
+        d.start()
+        assert d.registry.wait_until(lambda: d.registry.pick("outbound") is not None, 10)
+        campaign_id = make_campaign(admin, numbers=["+15550009001"])
+        set_status(admin, "spring", "running")
+        wait_for(lambda: seen, 15)
+        rows = wait_for(lambda: admin.fetch("SELECT * FROM attempts WHERE campaign_id = $1 AND ended_at"
+                                            " IS NOT NULL", campaign_id), 10)  # fmt: skip
+        attempt = rows[0]
+    finally:
+        d.stop()
+        server.stop(deadline=2)
+    who, name = seen[0]
+    assert who is not None and name == "c0"
+    assert (who.campaign_id, who.contact_id, who.attempt_id, who.flow) == (
+        campaign_id, attempt["contact_id"], attempt["id"], "survey")  # fmt: skip
+    assert attempt["outcome"] == "answered" and attempt["hangup_cause"] == "NORMAL_CLEARING"

@@ -215,3 +215,20 @@ def test_an_answered_call_runs_the_outbound_flow_which_reads_its_campaign_and_co
     assert (who.campaign_id, who.contact_id, who.attempt_id, who.flow) == (
         campaign_id, attempt["contact_id"], attempt["id"], "survey")  # fmt: skip
     assert attempt["outcome"] == "answered" and attempt["hangup_cause"] == "NORMAL_CLEARING"
+
+
+def test_an_answered_call_whose_hangup_was_missed_stops_counting_once_its_node_says_it_is_gone(
+    admin: Any, dialer: Dialer
+) -> None:
+    campaign_id = make_campaign(admin, numbers=["+15550009101"])
+    contact_id = admin.fetchval("SELECT id FROM contacts WHERE campaign_id = $1", campaign_id)
+    gone = "0b7c6c1e-7d0e-4a43-9d7b-2a3f0e0c9a01"
+    admin.execute(
+        "INSERT INTO attempts (campaign_id, contact_id, attempt_number, origination_uuid, dialer, node, outcome,"
+        " answered_at) VALUES ($1, $2, 1, $3, 'dead', 'fs1', 'answered', now() - interval '1 hour')",
+        campaign_id, contact_id, gone,
+    )  # fmt: skip
+    dialer.settings.unseen_end_after = 60.0
+    set_status(admin, "spring", "paused")  # watched (reconciled), no new calls
+    cause = wait_for(lambda: admin.fetchval("SELECT hangup_cause FROM attempts WHERE origination_uuid = $1", gone), 10)
+    assert cause == "END_NOT_SEEN"

@@ -105,7 +105,8 @@ class Dialer:
         self.pool: asyncpg.Pool | None = None
         self.campaigns: dict[int, store.Campaign] = {}
         self.dialing: dict[int, int] = {}  # contact id -> campaign id: originates in progress here
-        self.adopted: dict[str, tuple[int, int, int]] = {}  # call uuid -> (campaign, contact, attempt): up, no outcome
+        # call uuid -> (campaign, contact, attempt, node): a dead instance's call, up, settled at its hangup
+        self.adopted: dict[str, tuple[int, int, int, str]] = {}
         self.target = socket_target(settings.socket_host, settings.socket_port)
         self._greenlets: list[gevent.Greenlet] = []
         self._calls = gevent.pool.Group()  # one greenlet per attempt or hangup being recorded
@@ -219,6 +220,8 @@ class Dialer:
             esl_app_campaign=campaign.id, esl_app_contact=contact.contact_id, esl_app_attempt=contact.attempt_id,
             esl_app_flow=campaign.flow, origination_caller_id_number=campaign.caller_id_number,
             origination_caller_id_name=campaign.caller_id_name or campaign.caller_id_number,
+            # +OK only once answered (not on early media): "placed" means "answered" for the policy
+            ignore_early_media="true",
         )  # fmt: skip
         return variables
 
@@ -280,12 +283,18 @@ class Dialer:
 
     def _node_restarted(self, restart: Restart) -> None:
         ended = self.db(store.node_restarted, restart.node, restart.new_core_uuid)
+        for call_uuid, (campaign_id, _, attempt_id, node) in list(self.adopted.items()):
+            campaign = self.campaigns.get(campaign_id)
+            if node == restart.node and campaign is not None:
+                # adopted calls have no outcome yet; their node died with them: no hangup will come
+                self.adopted.pop(call_uuid, None)
+                self.db(store.settle, campaign, attempt_id, "lost", LOST_CAUSE, answered=False, ended=True)
         if ended:
             log.warning("dialer %s: node %s restarted: %d call(s) ended with it", self.name, restart.node, ended)
 
     # -- leases and reconciliation ---------------------------------------------------------------
     def _renew_loop(self) -> float:
-        ids = list(self.dialing) + [contact for _, contact, _ in self.adopted.values()]
+        ids = list(self.dialing) + [contact for _, contact, _, _ in self.adopted.values()]
         self.db(store.renew, ids, self.name, self.settings.lease)
         return self.settings.lease / 3
 
@@ -297,7 +306,15 @@ class Dialer:
                 self._reconcile(campaign, orphan)
             self.db(store.finish_if_done, campaign.id)
             self._measure(campaign)
+            self._sweep_unseen_ends(campaign)
         return self.settings.reconcile_interval
+
+    def _sweep_unseen_ends(self, campaign: store.Campaign) -> None:
+        for row in self.db(store.unseen_ends, campaign.id, self.settings.unseen_end_after, 50):
+            if row["node"] not in self.registry.monitors or self.registry.state(row["node"]).value == "down":
+                continue
+            if self.registry.call_exists(row["node"], row["uuid"], timeout=2.0) is False:
+                self.db(store.mark_ended, row["id"], "END_NOT_SEEN")
 
     def _measure(self, campaign: store.Campaign) -> None:
         last10, last300, answered = self.db(store.recent, campaign.id)
@@ -322,7 +339,7 @@ class Dialer:
             return  # the node cannot be asked now: the lease runs out again and the next round asks
         if exists:
             self.db(store.mark_originated, orphan.attempt_id)
-            self.adopted[orphan.origination_uuid] = (campaign.id, orphan.contact_id, orphan.attempt_id)
+            self.adopted[orphan.origination_uuid] = (campaign.id, orphan.contact_id, orphan.attempt_id, orphan.node)
             log.info("reconciled attempt %s: up on %s, settled at its hangup", orphan.attempt_id, orphan.node)
             return
         core = self.registry.health(orphan.node).core_uuid

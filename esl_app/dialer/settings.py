@@ -28,4 +28,7 @@ class DialerSettings(BaseSettings):
         0.0, ge=0, description="calls per second one node of weight 1 takes from all dialers (its sessions-per-second"
         " in switch.conf, less inbound traffic); 0: no per-node limit",
     )
+    unseen_end_after: float = Field(
+        300.0, gt=0, description="s after which an answered call with no recorded hangup is asked of its node",
+    )
     metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port")

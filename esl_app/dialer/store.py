@@ -395,3 +395,23 @@ async def recent(conn: asyncpg.Connection, campaign_id: int) -> tuple[int, int, 
         campaign_id,
     )
     return int(row["last10"]), int(row["last300"]), int(row["answered"])
+
+
+async def unseen_ends(conn: asyncpg.Connection, campaign_id: int, older_than: float, limit: int) -> list[Any]:
+    """Answered calls with no recorded end for a while (their hangup was missed: every instance was
+    down or disconnected from the node then): to be asked of their node, so max concurrent stays true."""
+    return await conn.fetch(
+        """SELECT id, origination_uuid::text AS uuid, node FROM attempts
+           WHERE campaign_id = $1 AND ended_at IS NULL AND outcome IS NOT NULL AND node IS NOT NULL
+             AND coalesce(answered_at, created_at) < now() - make_interval(secs => $2)
+           ORDER BY id LIMIT $3""",
+        campaign_id, older_than, limit,
+    )  # fmt: skip
+
+
+async def mark_ended(conn: asyncpg.Connection, attempt_id: int, cause: str) -> None:
+    await conn.execute(
+        "UPDATE attempts SET ended_at = now(), hangup_cause = coalesce(hangup_cause, $2) WHERE id = $1"
+        " AND ended_at IS NULL",
+        attempt_id, cause,
+    )  # fmt: skip

@@ -132,8 +132,7 @@ def subprocess_env(pg_schema: str, redis_prefix: str, nodes: list[FakeNode], hol
         "ESL_APP_DATA_POSTGRES_DSN": PG_DSN, "ESL_APP_DATA_POSTGRES_SCHEMA": pg_schema,
         "ESL_APP_DATA_REDIS_URL": REDIS_URL, "ESL_APP_DIALER_SOCKET_PORT": str(holder.port),
         "ESL_APP_DIALER_LEASE": "2", "ESL_APP_DIALER_RECONCILE_INTERVAL": "0.3", "ESL_APP_DIALER_TICK": "0.02",
-        "ESL_APP_DIALER_STATUS_REFRESH": "0.1", "ESL_APP_CONFIG_FILE": "/nonexistent-esl-app.toml",
+        "ESL_APP_DIALER_STATUS_REFRESH": "0.1",
     })  # fmt: skip
-    env.pop("ESL_APP_CONFIG_FILE")
     env.update(extra)
     return env

@@ -14,7 +14,7 @@ Outcome classes (``attempts.outcome``):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -110,10 +110,3 @@ def parse_schedule(text: str) -> list[Span]:
                 spans.append(Span(weekday=weekday, opens=opens, closes=closes))
     return spans
 
-
-def count_by(rows: Iterable[Mapping[str, object]], key: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        value = str(row[key])
-        counts[value] = counts.get(value, 0) + 1
-    return counts

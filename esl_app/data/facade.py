@@ -32,6 +32,7 @@ from gevent.event import AsyncResult
 from gevent.event import Event as Flag
 from gevent.pool import Group
 
+from ..hubthread import home_hub
 from .bridge import Bridge
 from .cache import Key, LocalCache
 from .limits import Limiter
@@ -57,6 +58,24 @@ _decision_hook: Callable[[str], None] | None = None
 def set_decision_hook(hook: Callable[[str], None] | None) -> None:
     global _decision_hook
     _decision_hook = hook
+
+
+def _on_home_hub(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Inside FreeSWITCH (mod_python3, ``esl_app.hubthread``) calls arrive on many plain OS threads,
+    while this object's greenlets (Redis, the asyncpg bridge, limits) belong to one hub: a call from
+    another thread runs on the hub thread and waits for it. In the socket server no hub thread is
+    installed and this is one global read."""
+
+    def run(self: RoutingData, *args: Any, **kwargs: Any) -> Any:
+        hub = home_hub()
+        if hub is None or hub.on_hub():
+            return method(self, *args, **kwargs)
+        return hub.call(method, self, *args, **kwargs)
+
+    run.__name__ = method.__name__
+    run.__qualname__ = method.__qualname__
+    run.__doc__ = method.__doc__
+    return run
 
 
 class DataUnavailable(Exception):
@@ -109,6 +128,7 @@ class RoutingData:
         return self.pg is None
 
     # -- life ----------------------------------------------------------------------------------
+    @_on_home_hub
     def start(self, wait: float | None = None) -> None:
         """Load what calls will need (so the first call is a hit) and start following changes.
         Never fails because a server is down: the data then comes from Redis or later."""
@@ -148,6 +168,7 @@ class RoutingData:
             on_lost=lambda kind, key: bridge.to_gevent(self._on_lost, kind, key),
         )
 
+    @_on_home_hub
     def stop(self) -> None:
         if not self.started:
             return
@@ -165,6 +186,7 @@ class RoutingData:
         self.listening = False
 
     # -- decisions -----------------------------------------------------------------------------
+    @_on_home_hub
     def decide(
         self, destination: str, caller: str, *, call_id: str | None = None, at: datetime | None = None
     ) -> Decision:
@@ -234,12 +256,14 @@ class RoutingData:
                                 sip_code=s.fallback_code, cause="NORMAL_TEMPORARY_FAILURE")  # fmt: skip
         return self._done(decision, _RANK["fallback"], started)
 
+    @_on_home_hub
     def release(self, decision: Decision) -> None:
         """Give back the concurrency slot a ``route``/``closed`` decision took (idempotent)."""
         if decision.lease is not None and decision.tenant is not None:
             lease, decision.lease = decision.lease, None
             self.limiter.release(decision.tenant.id, lease, decision.lease_where)
 
+    @_on_home_hub
     def hand_over(self, decision: Decision) -> None:
         """The call is being handed off to another connection (``App.hand_off_to_async``): keep its
         concurrency slot for the next leg to ``adopt`` instead of giving it back (idempotent)."""
@@ -247,6 +271,7 @@ class RoutingData:
             lease, decision.lease = decision.lease, None
             self.limiter.hand_over(decision.tenant.id, lease, decision.lease_where)
 
+    @_on_home_hub
     def adopt(self, decision: Decision, call_id: str) -> None:
         """On a handed-off call's second leg (``App.on_resume``), with ``decision`` looked up again
         without a ``call_id``: take over the slot the first leg kept, without counting the call again.
@@ -258,12 +283,15 @@ class RoutingData:
             decision.lease, decision.lease_where = call_id, where
 
     # -- single questions ----------------------------------------------------------------------
+    @_on_home_hub
     def number(self, did: str) -> Number | None:
         return self._get(("number", did), self._deadline())[0]
 
+    @_on_home_hub
     def tenant(self, tenant_id: str) -> Tenant | None:
         return self._get(("tenant", tenant_id), self._deadline())[0]
 
+    @_on_home_hub
     def is_blocked(self, caller: str, tenant_id: str | None = None) -> str | None:
         """The rule blocking ``caller`` (global, then the tenant's), or None."""
         deadline = self._deadline()
@@ -274,12 +302,14 @@ class RoutingData:
         tenant = self._get(("tenant", tenant_id), deadline)[0]
         return tenant.blocklist.match(caller) if tenant is not None else None
 
+    @_on_home_hub
     def is_open(self, tenant_id: str, at: datetime | None = None) -> bool:
         tenant = self.tenant(tenant_id)
         if tenant is None:
             raise KeyError(f"no tenant {tenant_id!r}")
         return tenant.hours.is_open(at or datetime.now(UTC))
 
+    @_on_home_hub
     def limits(self, tenant_id: str) -> Limits:
         tenant = self.tenant(tenant_id)
         if tenant is None:
@@ -471,6 +501,7 @@ class RoutingData:
             self._warned[what] = now
             log.warning(message)
 
+    @_on_home_hub
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counts)
         out.update(

@@ -32,6 +32,7 @@ import gevent.socket
 
 from ..protocol import FrameKind, Parser, commands
 from .peer import CallRecord, CallScript, FakeFreeSWITCH
+from .trace import TracingSocket
 
 log = logging.getLogger("esl_app.testing.freeswitch")
 
@@ -42,12 +43,17 @@ _sessions_lock = threading.Lock()
 class Session:
     """One simulated call, seen as mod_python3's ``freeswitch.Session``."""
 
-    def __init__(self, script: CallScript | None = None, *, safety_timeout: float = 60.0, **fields: Any) -> None:
+    def __init__(
+        self, script: CallScript | None = None, *, safety_timeout: float = 60.0, trace: bool = False, **fields: Any
+    ) -> None:
         if script is None:
             script = CallScript(**fields)
         elif fields:
             script = script.model_copy(update=fields)
         self.script = script
+        # what crossed the stand-in's connection to the fake FreeSWITCH (TracingSocket): one line per
+        # session method that reached the channel (``sendmsg execute ...``, ``sendmsg hangup``) and event
+        self.trace: list[str] | None = [] if trace else None
         app_end, peer_end = socket.socketpair()
         self._sock = app_end
         self._write_lock = threading.Lock()
@@ -78,8 +84,9 @@ class Session:
     # -- the peer's thread -------------------------------------------------------------------
     def _peer_main(self, fileno: int, safety_timeout: float) -> None:
         sock = gevent.socket.socket(fileno=fileno)  # this thread's own hub
+        peer_sock: Any = sock if self.trace is None else TracingSocket(sock, self.trace.append)
         try:
-            self.peer = FakeFreeSWITCH(self.script, sock, safety_timeout=safety_timeout)
+            self.peer = FakeFreeSWITCH(self.script, peer_sock, safety_timeout=safety_timeout)
             self._peer_ready.set()
             self.record = self.peer.run()
         except BaseException as exc:
@@ -257,6 +264,7 @@ def simulate_in_process(
     *,
     pool: str | None = None,
     timeout: float = 30.0,
+    trace: bool = False,
     **fields: Any,
 ) -> Any:
     """One call to ``app`` through the mod_python3 transport: ``esl_app.modpython.handler`` runs on
@@ -268,7 +276,7 @@ def simulate_in_process(
     install()
     target = f"esl_app.testing:{id(app)}"  # the registered app (a test's App need not be importable)
     host.load(target, app)
-    session = Session(script, **fields)
+    session = Session(script, trace=trace, **fields)
     outcome: dict[str, Any] = {}
 
     def call_thread() -> None:
@@ -285,4 +293,4 @@ def simulate_in_process(
     record = session.close()
     if "error" in outcome:
         raise outcome["error"]
-    return SimulatedCall(record, outcome.get("call"), [])
+    return SimulatedCall(record, outcome.get("call"), session.trace or [])

@@ -51,7 +51,7 @@ def parse_args(args: str) -> tuple[str, str | None]:
     """``MODULE:APP [pool=NAME]`` -> (target, pool)."""
     words = (args or "").split()
     if not words:
-        raise TargetError("no app given: data=\"esl_app.modpython MODULE:APP\" (e.g. callflows.demo:app)")
+        raise TargetError('no app given: data="esl_app.modpython MODULE:APP" (e.g. callflows.demo:app)')
     target, pool = words[0], None
     for word in words[1:]:
         name, _, value = word.partition("=")

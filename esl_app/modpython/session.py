@@ -77,7 +77,7 @@ class ChannelData:
         if lower in ("unique-id", "channel-unique-id", "caller-unique-id"):
             return self._uuid
         if lower.startswith("variable_"):
-            variable = name[len("variable_"):]
+            variable = name[len("variable_") :]
         else:
             variable = _HEADER_VARIABLES.get(lower)
             if variable is None:

@@ -76,10 +76,13 @@ class Session:
         self._send(commands.CONNECT)
         self._pump(lambda: self._connected, 10.0)
         self._send(commands.MYEVENTS)
+        # subscribed before the handler runs (a real session needs no subscription at all)
+        self._pump(lambda: self._replies >= 1, 10.0)
         with _sessions_lock:
             _sessions[self.uuid] = self
 
     _connected = False
+    _replies = 0
 
     # -- the peer's thread -------------------------------------------------------------------
     def _peer_main(self, fileno: int, safety_timeout: float) -> None:
@@ -137,6 +140,8 @@ class Session:
                 self._digits += event.get("DTMF-Digit") or ""
             elif name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
                 self._hangup_cause = self._hangup_cause or event.get("Hangup-Cause") or "NORMAL_CLEARING"
+        elif frame.kind is FrameKind.REPLY:
+            self._replies += 1
         elif frame.kind is FrameKind.DISCONNECT:
             self._hangup_cause = self._hangup_cause or self._channel_cause() or "NORMAL_CLEARING"
 

@@ -190,9 +190,7 @@ class InProcessSession:
         self.channel_data = ChannelData(fs_session, self.uuid)
         self.mode = "inprocess"
         self.full = True
-        self.answered = (fs_session.getVariable("answer_state") or "") == "answered" or bool(
-            fs_session.getVariable("answered_time") not in (None, "", "0")
-        )
+        self.answered = bool(fs_session.answered())  # CoreSession::answered: CF_ANSWERED
         self.transferred = False
         self.hangup_cause: str | None = None
         self.hangup_by: Literal["app", "peer"] | None = None

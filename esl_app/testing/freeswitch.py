@@ -180,6 +180,10 @@ class Session:
         self._pump(lambda: app_uuid in self._done, None)
         self._done.discard(app_uuid)
 
+    def answered(self) -> bool:
+        """``CoreSession::answered``: CF_ANSWERED (false once the channel is not ready: sanity_check)."""
+        return self.ready() and self.peer is not None and self.peer.channel.answer_state == "answered"
+
     def answer(self) -> None:
         self.execute("answer")
 

@@ -258,3 +258,17 @@ def test_transfer_leaves_the_flow_without_hanging_up():
     assert "after" not in result.call.state
     assert hooks[-1] is None  # cause None: transferred, not hung up
     assert result.record.hung_up_by is None
+
+
+def test_a_gevent_thread_keeps_its_own_routing_data():
+    """With the hub thread running (FreeSWITCH side), data a gevent thread starts and uses (the
+    socket server's) is still called directly there, never handed to the hub thread."""
+    ensure_home_hub()
+    data = RoutingData()
+    gevent.get_hub()  # the main thread is a gevent thread
+    decision = data.decide("3000", "1001", call_id="main-thread-call", at=OPEN)  # starts it here
+    assert data._owner == threading.get_ident()
+    assert decision.lease is not None and "main-thread-call" in data.limiter.held
+    data.release(decision)
+    assert "main-thread-call" not in data.limiter.held
+    data.stop()

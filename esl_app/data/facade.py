@@ -22,12 +22,14 @@ configured fallback decision.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import gevent
+from gevent._hub_local import get_hub_if_exists  # no public way to ask without creating one
 from gevent.event import AsyncResult
 from gevent.event import Event as Flag
 from gevent.pool import Group
@@ -68,7 +70,15 @@ def _on_home_hub(method: Callable[..., Any]) -> Callable[..., Any]:
 
     def run(self: RoutingData, *args: Any, **kwargs: Any) -> Any:
         hub = home_hub()
-        if hub is None or hub.on_hub():
+        # the thread that started it (its greenlets are there) calls directly; so does a gevent
+        # thread (one with a hub of its own, like the socket server's) using it first: it becomes
+        # the owner. A plain thread (a FreeSWITCH call thread has no hub) hands the call over.
+        if (
+            hub is None
+            or hub.on_hub()
+            or threading.get_ident() == self._owner
+            or (self._owner is None and get_hub_if_exists() is not None)
+        ):
             return method(self, *args, **kwargs)
         return hub.call(method, self, *args, **kwargs)
 
@@ -103,6 +113,7 @@ class RoutingData:
         self.bridge = Bridge() if self.pg is not None else None
         self.limiter = Limiter(self.redis, lease=s.lease_seconds, without_redis=s.limits_without_redis)
         self._snapshot = snapshot
+        self._owner: int | None = None  # the thread start() ran on: its hub owns this object's greenlets
         self._index: dict[Key, Any] = {}
         self.epoch = 0  # bumped at every (re)connection of the Postgres listener
         self.listening = False
@@ -135,6 +146,7 @@ class RoutingData:
         if self.started:
             return
         self.started = True
+        self._owner = threading.get_ident()
         if self.pg is None:
             snapshot = self._snapshot or load_snapshot(self.settings.data_source)
             self._index = _index(snapshot)

@@ -272,3 +272,29 @@ def test_a_gevent_thread_keeps_its_own_routing_data():
     data.release(decision)
     assert "main-thread-call" not in data.limiter.held
     data.stop()
+
+
+capped_app = App("capped", max_calls=1)
+capped_inside = threading.Event()
+capped_release = threading.Event()
+
+
+@capped_app.route("1000")
+def capped_flow(call: Call) -> None:
+    call.answer()
+    capped_inside.set()
+    assert capped_release.wait(30)
+
+
+def test_max_calls_refuses_with_503_across_call_threads():
+    first: list[object] = []
+    holder = threading.Thread(target=lambda: first.append(simulate_in_process(capped_app, destination="1000")))
+    holder.start()
+    assert capped_inside.wait(30)
+    refused = simulate_in_process(capped_app, destination="1000")
+    capped_release.set()
+    holder.join(30)
+    assert refused.executed == [("respond", "503 Service Unavailable")]
+    assert refused.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
+    assert first[0].executed == [("answer", "")]
+    assert host._apps[f"esl_app.testing:{id(capped_app)}"].refused == 1

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import gevent
 import gevent.monkey
 import pytest
+from data_fixtures import *  # noqa: F403  (the Postgres and Redis fixtures: make_data)
 from gevent._hub_local import get_hub_if_exists
 
 import callflows.demo as demo
@@ -298,3 +299,34 @@ def test_max_calls_refuses_with_503_across_call_threads():
     assert refused.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
     assert first[0].executed == [("answer", "")]
     assert host._apps[f"esl_app.testing:{id(capped_app)}"].refused == 1
+
+
+def test_postgres_and_redis_data_from_many_call_threads(make_data):
+    """The real tiers (Postgres via the asyncpg bridge, Redis, limits) started on the hub thread and
+    used by eight plain threads at once, each taking and giving back a tenant slot."""
+    hub = ensure_home_hub()
+    data = make_data(start=False)
+    hub.call(data.start)
+    outcomes: list[str] = []
+    thread_hubs: list[object] = []
+
+    def calls(worker: int) -> None:
+        for n in range(10):
+            decision = data.decide("1000", "1001", call_id=f"t{worker}-{n}", at=OPEN)
+            outcomes.append(f"{decision.outcome}/{decision.source}/{decision.lease_where}")
+            data.release(decision)
+        thread_hubs.append(get_hub_if_exists())
+
+    workers = [threading.Thread(target=calls, args=(i,)) for i in range(8)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(60)
+    assert len(outcomes) == 80
+    assert {o.split("/")[0] for o in outcomes} == {"route"}
+    assert {o.split("/")[1] for o in outcomes} <= {"local", "redis", "postgres"}
+    assert {o.split("/")[2] for o in outcomes} == {"redis"}  # each call took its slot in Redis
+    assert thread_hubs == [None] * 8
+    tenant = data.number("1000").tenant_id
+    assert hub.call(lambda: data.redis.active(tenant)) == 0  # every slot given back
+    assert not data.limiter.held

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -162,21 +163,38 @@ def test_routing_data_is_served_from_the_hub_thread():
 # -- the entry module: re-imported on every call, the app loaded once --------------------------------
 
 
-def test_handler_module_reimported_per_call_loads_the_app_once(open_hours):
+FLOWS_MODULE = """
+from esl_app import App
+
+app = App("reimport")
+started = []
+app.on_startup(lambda: started.append(1))
+
+@app.route("1000")
+def main(call):
+    call.answer()
+    call.playback("ivr/ivr-welcome_to_freeswitch.wav")
+"""
+
+
+def test_handler_module_reimported_per_call_loads_the_app_once(tmp_path, monkeypatch):
+    name = f"mp_flows_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(FLOWS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))  # mod_python3 puts the script directory on sys.path
     fake_freeswitch.install()
-    target = "callflows.demo:app"
     loads_before = host.loads
     records = []
     for _ in range(3):
         sys.modules.pop("esl_app.modpython", None)  # as mod_python3 does: a fresh import per call
         entry = importlib.import_module("esl_app.modpython")
-        session = Session(destination="1000", dtmf="1")
-        entry.handler(session, target)
+        session = Session(destination="1000")
+        entry.handler(session, f"{name}:app")
         records.append(session.close())
-    assert host.loads - loads_before in (0, 1)  # 0 if an earlier test loaded it already
-    assert target in host._apps and host._apps[target].calls >= 3
+    assert host.loads - loads_before == 1
+    assert sys.modules[name].started == [1]  # startup hooks ran once
+    assert host._apps[f"{name}:app"].calls == 3
     for record in records:
-        assert record.verbs[-1] == "bridge" and record.hangup_cause == "NORMAL_CLEARING"
+        assert record.verbs == ["answer", "playback"] and record.hangup_cause == "NORMAL_CLEARING"
 
 
 def test_runtime_warms_and_fsapi_reports(open_hours):

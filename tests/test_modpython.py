@@ -6,6 +6,7 @@ are the fake FreeSWITCH, and are compared with the same scripted calls over the 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import threading
 import uuid
@@ -348,3 +349,28 @@ def test_postgres_and_redis_data_from_many_call_threads(make_data):
     tenant = data.number("1000").tenant_id
     assert hub.call(lambda: data.redis.active(tenant)) == 0  # every slot given back
     assert not data.limiter.held
+
+
+def test_log_records_reach_the_freeswitch_console(monkeypatch):
+    from esl_app.modpython.logs import install_console_logging
+
+    lines: list[tuple[str, str]] = []
+
+    class FreeSWITCH:
+        @staticmethod
+        def consoleLog(level: str, text: str) -> None:
+            lines.append((level, text))
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # nothing configured, as inside FreeSWITCH
+    monkeypatch.setattr(root, "level", root.level)  # restored after the test
+    handler = install_console_logging(FreeSWITCH)
+    assert handler is not None
+    try:
+        logging.getLogger("esl_app.modpython").error("flow failed: %s", "boom")
+        logging.getLogger("callflows.demo").info("call ended")
+    finally:
+        root.removeHandler(handler)
+    assert lines == [("ERR", "[esl_app.modpython] flow failed: boom\n"), ("INFO", "[callflows.demo] call ended\n")]
+    monkeypatch.setattr(root, "handlers", [logging.NullHandler()])  # a site's own setup wins
+    assert install_console_logging(FreeSWITCH) is None

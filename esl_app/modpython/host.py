@@ -20,6 +20,7 @@ from ..call import Call
 from ..errors import EslAppError
 from ..hubthread import ensure_home_hub, stop_home_hub
 from ..routing import RouteTable
+from .logs import install_console_logging
 from .session import InProcessSession
 
 log = logging.getLogger("esl_app.modpython")
@@ -90,6 +91,8 @@ def load(target: str, app: App | None = None) -> LoadedApp:
         if loaded is not None:
             return loaded
         started = time.perf_counter()
+        if not _apps:
+            install_console_logging(freeswitch_module())
         app = app if app is not None else _import(target)
         hub = ensure_home_hub()
         hub.call(app.startup, timeout=None)

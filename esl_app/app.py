@@ -297,6 +297,17 @@ class App:
         self.calls_handled += 1
         self.active_calls += 1
         try:
+            self.drive(call, table)
+        finally:
+            session.finish()
+            self.active_calls -= 1
+            self.run_hangup_hooks(call)
+        return call
+
+    def drive(self, call: Call, table: RouteTable) -> None:
+        """Guards, routing and the flow for a connected call, whatever its transport (the socket
+        here, ``esl_app.modpython`` inside FreeSWITCH); a call still up at the end is hung up."""
+        try:
             self._run(call, table)
         except CallEnded:
             pass  # the caller hung up or the call was handed off: the normal end of many calls
@@ -309,10 +320,6 @@ class App:
                     call.hangup("NORMAL_CLEARING")
                 except EslAppError as exc:
                     log.warning("%s: final hangup failed: %s", call.uuid, exc)
-            session.finish()
-            self.active_calls -= 1
-            self._run_hooks(call)
-        return call
 
     def _recognise_second_leg(self, call: Call) -> bool:
         """Whether this connection is the async leg of a call this deployment handed off (its signed
@@ -431,7 +438,9 @@ class App:
             # the hand-off extension connected static again: handing off once more would loop
             log.error("%s: the hand-off extension's socket is not async (dialplan/esl_app.xml); running the "
                       "async route on a static socket", call.uuid)  # fmt: skip
-        if match.route.name in self._resumable:
+        # in process (mod_python3) the flow runs on the call's own thread: no worker can die apart from
+        # the switch, so there is nothing to journal
+        if match.route.name in self._resumable and not call.session.in_process:
             call.checkpoints = self.checkpoint_codec()
             name = match.route.name
             recovered = call.recovered if call.recovered is not None and call.recovered.route == name else None
@@ -495,7 +504,8 @@ class App:
         except EslAppError as exc:
             log.warning("%s: could not end the call after the error: %s", call.uuid, exc)
 
-    def _run_hooks(self, call: Call) -> None:
+    def run_hangup_hooks(self, call: Call) -> None:
+        """The call's and the app's ``on_hangup`` hooks (each one's failure logged, not raised)."""
         cause = None if call.session.transferred and not call.session.hung_up.is_set() else call.hangup_cause
         for hook in [*call._hangup_hooks, *self._hangup_hooks]:
             try:

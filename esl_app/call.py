@@ -558,7 +558,11 @@ class Call:
             _check_variable_name(name)
         self.session.raise_if_gone()
         literal = {n: v for n, v in values.items() if isinstance(v, str)}
-        if literal and self.session.full:
+        if literal and self.session.in_process:
+            # mod_python3's setVariable never expands (esl_app.modpython.session): values as they are
+            for n, v in literal.items():
+                self.session.set_variable(n, v)
+        elif literal and self.session.full:
             calls = [
                 ("uuid_setvar", self.uuid, n, setvar_value(v)) if v else ("uuid_setvar", self.uuid, n)
                 for n, v in literal.items()
@@ -590,6 +594,8 @@ class Call:
         """Read a channel variable from FreeSWITCH now (``api uuid_getvar``: safe with newlines)."""
         _check_variable_name(name)
         self.session.raise_if_gone()
+        if self.session.in_process:
+            return self.session.get_variable(name)
         if not self.session.full:
             # api is refused without 'full'; getvar works but breaks on values with newlines (spec 1.2)
             frame = self.session.send_command(f"getvar {name}\n\n".encode(), "getvar", timeout)

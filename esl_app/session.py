@@ -90,6 +90,8 @@ class BackgroundJob:
 
 
 class Session:
+    in_process = False  # the Event Socket; esl_app.modpython.session.InProcessSession runs inside FreeSWITCH
+
     # a held call is mostly its raw connect reply and these objects: no per-instance dict
     __slots__ = (
         "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_riders", "_waiters", "answered",

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import callflows.demo as demo
+from esl_app.testing.plugin import CallPlacer
 
 LONDON = ZoneInfo("Europe/London")
 OPEN = datetime(2026, 11, 25, 10, 30, tzinfo=LONDON)  # a Wednesday, mid-morning
@@ -37,6 +38,27 @@ def menu_bridge(team: str, dialstring: str) -> list[tuple[str, str]]:
 
 def extension_bridge(dialstring: str) -> list[tuple[str, str]]:
     return [*BRIDGE_SETUP, ("set", "call_timeout=20"), ("bridge", dialstring)]
+
+
+@pytest.fixture(params=["socket", "modpython"])
+def esl_call(request):
+    """Every test of the demo runs over both transports: the Event Socket (the fake FreeSWITCH on
+    the other end of the connection) and in-process through mod_python3 (``esl_app.modpython`` with
+    the stand-in ``freeswitch`` module, the same fake FreeSWITCH behind it)."""
+    placer = CallPlacer(request.param)
+    try:
+        yield placer
+    finally:
+        placer.close()
+
+
+@pytest.fixture
+def socket_call():
+    placer = CallPlacer()
+    try:
+        yield placer
+    finally:
+        placer.close()
 
 
 @pytest.fixture
@@ -241,7 +263,8 @@ def test_caller_hangs_up_at_every_step(esl_call, open_hours, caplog, hangup_at, 
     # the execute the caller hung up during ran; nothing after it did
     assert result.executed == FULL_PATH[:hangup_at]
     assert_clean(result, "NORMAL_UNSPECIFIED", by="caller")
-    assert result.record.commands[-1] == "exit"  # the app closed the session itself
+    if esl_call.transport == "socket":  # in-process there is no session to close: the handler returns
+        assert result.record.commands[-1] == "exit"  # the app closed the session itself
     assert not [line for line in result.trace if "sendmsg hangup" in line]  # no hangup of a dead call
     hook_lines = [r.getMessage() for r in caplog.records if r.name == "callflows.demo"]
     assert hook_lines == [f"call {result.record.uuid} from 1001 to 1000 ended: NORMAL_UNSPECIFIED"]
@@ -312,16 +335,16 @@ def test_clock_is_timezone_aware_london_time():
 # -- over real TCP, static mode, and the demo scenarios ---------------------------------------------
 
 
-def test_demo_call_over_tcp(esl_call, open_hours):
-    result = esl_call.tcp(demo.app, "1000", dtmf="2", bridge={"*": "busy"})
+def test_demo_call_over_tcp(socket_call, open_hours):
+    result = socket_call.tcp(demo.app, "1000", dtmf="2", bridge={"*": "busy"})
     assert result.executed == [*menu_bridge("support", "user/2002"), BUSY]
     assert_clean(result)
     assert any("connect reply" in line for line in result.trace)
     assert result.trace[-1].endswith("final disconnect notice")
 
 
-def test_blocked_caller_over_tcp(esl_call, open_hours):
-    result = esl_call.tcp(demo.app, "1000", caller_id_number="666")
+def test_blocked_caller_over_tcp(socket_call, open_hours):
+    result = socket_call.tcp(demo.app, "1000", caller_id_number="666")
     assert result.executed == [("respond", "403 Forbidden")]
     assert_clean(result, "CALL_REJECTED")
 
@@ -335,24 +358,24 @@ def test_blocked_caller_over_tcp(esl_call, open_hours):
     ],
     ids=["sales", "support-no-answer", "no-choice"],
 )
-def test_main_line_on_a_static_socket(esl_call, open_hours, dtmf, bridge, expected):
-    result = esl_call(demo.app, "1000", mode="static", dtmf=dtmf, bridge=bridge)
+def test_main_line_on_a_static_socket(socket_call, open_hours, dtmf, bridge, expected):
+    result = socket_call(demo.app, "1000", mode="static", dtmf=dtmf, bridge=bridge)
     assert result.call.mode == "static"
     assert result.executed == expected
     assert_clean(result)
 
 
-def test_main_line_on_a_static_socket_over_tcp(esl_call, open_hours):
-    result = esl_call.tcp(demo.app, "1000", mode="static", dtmf="1")
+def test_main_line_on_a_static_socket_over_tcp(socket_call, open_hours):
+    result = socket_call.tcp(demo.app, "1000", mode="static", dtmf="1")
     assert result.executed == menu_bridge("sales", "user/2001")
     assert_clean(result)
 
 
-def test_a_static_call_is_released_promptly_after_hangup(esl_call, open_hours):
+def test_a_static_call_is_released_promptly_after_hangup(socket_call, open_hours):
     """A static socket never gets CHANNEL_HANGUP_COMPLETE (transcript 01b): the session must not wait
     ``hangup_wait`` (2 s) for it, holding the socket and a ``max_calls`` slot, on every static call."""
     started = time.perf_counter()
-    result = esl_call(demo.app, "1000", mode="static", dtmf="1")
+    result = socket_call(demo.app, "1000", mode="static", dtmf="1")
     assert result.executed == menu_bridge("sales", "user/2001")
     assert time.perf_counter() - started < 1.0
 

@@ -12,7 +12,9 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_flow_and_its_tests_pass(esl_call):
+def test_readme_flow_and_its_tests_pass(esl_call_any):
+    """The same flow and tests, over the Event Socket and inside FreeSWITCH (mod_python3)."""
+    esl_call = esl_call_any
     flow, tests = python_blocks()[:2]
     namespace: dict = {}
     exec(compile(flow, "README.md (flow)", "exec"), namespace)

@@ -22,16 +22,19 @@ configured fallback decision.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import gevent
+from gevent._hub_local import get_hub_if_exists  # no public way to ask without creating one
 from gevent.event import AsyncResult
 from gevent.event import Event as Flag
 from gevent.pool import Group
 
+from ..hubthread import home_hub
 from .bridge import Bridge
 from .cache import Key, LocalCache
 from .limits import Limiter
@@ -59,6 +62,32 @@ def set_decision_hook(hook: Callable[[str], None] | None) -> None:
     _decision_hook = hook
 
 
+def _on_home_hub(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Inside FreeSWITCH (mod_python3, ``esl_app.hubthread``) calls arrive on many plain OS threads,
+    while this object's greenlets (Redis, the asyncpg bridge, limits) belong to one hub: a call from
+    another thread runs on the hub thread and waits for it. In the socket server no hub thread is
+    installed and this is one global read."""
+
+    def run(self: RoutingData, *args: Any, **kwargs: Any) -> Any:
+        hub = home_hub()
+        # the thread that started it (its greenlets are there) calls directly; so does a gevent
+        # thread (one with a hub of its own, like the socket server's) using it first: it becomes
+        # the owner. A plain thread (a FreeSWITCH call thread has no hub) hands the call over.
+        if (
+            hub is None
+            or hub.on_hub()
+            or threading.get_ident() == self._owner
+            or (self._owner is None and get_hub_if_exists() is not None)
+        ):
+            return method(self, *args, **kwargs)
+        return hub.call(method, self, *args, **kwargs)
+
+    run.__name__ = method.__name__
+    run.__qualname__ = method.__qualname__
+    run.__doc__ = method.__doc__
+    return run
+
+
 class DataUnavailable(Exception):
     """No tier could answer within the budget and no usable stale copy exists."""
 
@@ -84,6 +113,7 @@ class RoutingData:
         self.bridge = Bridge() if self.pg is not None else None
         self.limiter = Limiter(self.redis, lease=s.lease_seconds, without_redis=s.limits_without_redis)
         self._snapshot = snapshot
+        self._owner: int | None = None  # the thread start() ran on: its hub owns this object's greenlets
         self._index: dict[Key, Any] = {}
         self.epoch = 0  # bumped at every (re)connection of the Postgres listener
         self.listening = False
@@ -109,12 +139,14 @@ class RoutingData:
         return self.pg is None
 
     # -- life ----------------------------------------------------------------------------------
+    @_on_home_hub
     def start(self, wait: float | None = None) -> None:
         """Load what calls will need (so the first call is a hit) and start following changes.
         Never fails because a server is down: the data then comes from Redis or later."""
         if self.started:
             return
         self.started = True
+        self._owner = threading.get_ident()
         if self.pg is None:
             snapshot = self._snapshot or load_snapshot(self.settings.data_source)
             self._index = _index(snapshot)
@@ -148,6 +180,7 @@ class RoutingData:
             on_lost=lambda kind, key: bridge.to_gevent(self._on_lost, kind, key),
         )
 
+    @_on_home_hub
     def stop(self) -> None:
         if not self.started:
             return
@@ -165,6 +198,7 @@ class RoutingData:
         self.listening = False
 
     # -- decisions -----------------------------------------------------------------------------
+    @_on_home_hub
     def decide(
         self, destination: str, caller: str, *, call_id: str | None = None, at: datetime | None = None
     ) -> Decision:
@@ -234,12 +268,14 @@ class RoutingData:
                                 sip_code=s.fallback_code, cause="NORMAL_TEMPORARY_FAILURE")  # fmt: skip
         return self._done(decision, _RANK["fallback"], started)
 
+    @_on_home_hub
     def release(self, decision: Decision) -> None:
         """Give back the concurrency slot a ``route``/``closed`` decision took (idempotent)."""
         if decision.lease is not None and decision.tenant is not None:
             lease, decision.lease = decision.lease, None
             self.limiter.release(decision.tenant.id, lease, decision.lease_where)
 
+    @_on_home_hub
     def hand_over(self, decision: Decision) -> None:
         """The call is being handed off to another connection (``App.hand_off_to_async``): keep its
         concurrency slot for the next leg to ``adopt`` instead of giving it back (idempotent)."""
@@ -247,6 +283,7 @@ class RoutingData:
             lease, decision.lease = decision.lease, None
             self.limiter.hand_over(decision.tenant.id, lease, decision.lease_where)
 
+    @_on_home_hub
     def adopt(self, decision: Decision, call_id: str) -> None:
         """On a handed-off call's second leg (``App.on_resume``), with ``decision`` looked up again
         without a ``call_id``: take over the slot the first leg kept, without counting the call again.
@@ -258,12 +295,15 @@ class RoutingData:
             decision.lease, decision.lease_where = call_id, where
 
     # -- single questions ----------------------------------------------------------------------
+    @_on_home_hub
     def number(self, did: str) -> Number | None:
         return self._get(("number", did), self._deadline())[0]
 
+    @_on_home_hub
     def tenant(self, tenant_id: str) -> Tenant | None:
         return self._get(("tenant", tenant_id), self._deadline())[0]
 
+    @_on_home_hub
     def is_blocked(self, caller: str, tenant_id: str | None = None) -> str | None:
         """The rule blocking ``caller`` (global, then the tenant's), or None."""
         deadline = self._deadline()
@@ -274,12 +314,14 @@ class RoutingData:
         tenant = self._get(("tenant", tenant_id), deadline)[0]
         return tenant.blocklist.match(caller) if tenant is not None else None
 
+    @_on_home_hub
     def is_open(self, tenant_id: str, at: datetime | None = None) -> bool:
         tenant = self.tenant(tenant_id)
         if tenant is None:
             raise KeyError(f"no tenant {tenant_id!r}")
         return tenant.hours.is_open(at or datetime.now(UTC))
 
+    @_on_home_hub
     def limits(self, tenant_id: str) -> Limits:
         tenant = self.tenant(tenant_id)
         if tenant is None:
@@ -471,6 +513,7 @@ class RoutingData:
             self._warned[what] = now
             log.warning(message)
 
+    @_on_home_hub
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counts)
         out.update(

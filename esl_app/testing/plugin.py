@@ -11,7 +11,7 @@ def test_sales(esl_call):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -20,19 +20,36 @@ if TYPE_CHECKING:  # imported lazily: loading the plugin must stay cheap for eve
     from .simulate import SimulatedCall
 
 
-class CallPlacer:
-    """``esl_call(app, **script)``: one call in memory; ``esl_call.tcp(app, **script)`` over real TCP."""
+Transport = Literal["socket", "modpython"]
 
-    def __init__(self) -> None:
+
+class CallPlacer:
+    """``esl_call(app, **script)``: one call in memory; ``esl_call.tcp(app, **script)`` over real TCP;
+    ``esl_call.in_process(app, **script)`` through the mod_python3 transport (``esl_app.modpython``
+    with the stand-in ``freeswitch`` module). ``transport`` picks what a plain ``esl_call(...)`` uses."""
+
+    def __init__(self, transport: Transport = "socket") -> None:
+        self.transport = transport
         self._servers: list[Any] = []
         self.calls: list[SimulatedCall] = []
 
     def __call__(self, app: App, destination: str | None = None, **fields: Any) -> SimulatedCall:
         from .simulate import simulate_call
 
+        if self.transport == "modpython":
+            return self.in_process(app, destination, **fields)
         if destination is not None:
             fields["destination"] = destination
         result = simulate_call(app, **fields)
+        self.calls.append(result)
+        return result
+
+    def in_process(self, app: App, destination: str | None = None, **fields: Any) -> SimulatedCall:
+        from .freeswitch import simulate_in_process
+
+        if destination is not None:
+            fields["destination"] = destination
+        result = simulate_in_process(app, **fields)
         self.calls.append(result)
         return result
 
@@ -57,6 +74,17 @@ class CallPlacer:
 @pytest.fixture
 def esl_call() -> Iterator[Callable[..., SimulatedCall]]:
     placer = CallPlacer()
+    try:
+        yield placer
+    finally:
+        placer.close()
+
+
+@pytest.fixture(params=["socket", "modpython"])
+def esl_call_any(request: pytest.FixtureRequest) -> Iterator[CallPlacer]:
+    """``esl_call`` once over the Event Socket and once in-process (mod_python3): a test using it
+    runs over both transports."""
+    placer = CallPlacer(request.param)
     try:
         yield placer
     finally:

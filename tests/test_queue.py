@@ -45,7 +45,7 @@ def test_config_round_trips_through_postgres(bridge, pg_schema):
         queues=[
             QueueConfig(name="sales", strategy="top-down", max_wait_seconds=60, wrap_up_seconds=5,
                         no_answer_delay_seconds=10, max_no_answer=2, music="local_stream://moh",
-                        announcement="ivr/welcome.wav")  # fmt: skip
+                        announcement="ivr/welcome.wav")
         ],
         agents=[AgentConfig(id="1001", contact="user/1001", skills={"english": 7, "billing": 3})],
         tiers=[Tier(queue="sales", agent="1001", level=2, position=3)],

@@ -39,6 +39,7 @@ class QueueOutcome(BaseModel):
     digit: str | None = None  # the exit digit pressed
     offers: int = 0  # offers made to this caller (no-answers included)
     bridge: BridgeResult | None = None
+    bridged_at: float | None = None  # wall time the answered offer's bridge execute was written
 
 
 class _Music:
@@ -62,14 +63,30 @@ class _Music:
                 self.playing = False
 
     def stop(self) -> None:
+        """Break the playback and return at once (the bridge is written right behind it). A break that
+        reaches FreeSWITCH before the playback's sendmsg started breaks nothing, so it is repeated,
+        from a greenlet, until the music's last playback has completed."""
         if self.stopped:
             return
         self.stopped = True
-        if self.playing and self.call.is_up:
-            try:
-                self.call.api("uuid_break", self.call.uuid)
-            except (CallEnded, CommandError, CommandTimeout) as exc:
-                log.debug("%s: uuid_break of the music: %s", self.call.uuid, exc)
+        if self.playing and self._break():
+            gevent.spawn(self._until_stopped)
+
+    def _break(self) -> bool:
+        if not self.call.is_up:
+            return False
+        try:
+            self.call.api("uuid_break", self.call.uuid)
+            return True
+        except (CallEnded, CommandError, CommandTimeout) as exc:
+            log.debug("%s: uuid_break of the music: %s", self.call.uuid, exc)
+            return False
+
+    def _until_stopped(self) -> None:
+        for _ in range(100):
+            self.greenlet.join(timeout=0.05)
+            if self.greenlet.dead or not self._break():
+                return
 
 
 def enqueue(
@@ -190,7 +207,8 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
     watcher = gevent.spawn(watch_bridge)
     renewer = gevent.spawn(keep_lease)
     waited = time.monotonic() - started
-    service.record_latency(offer)
+    bridged_at = time.time()
+    latency = bridged_at - offer.t_event  # the event that made the pair -> this bridge execute
     try:
         result = call.bridge(offer.contact, timeout=ring)
     except CallEnded:
@@ -204,11 +222,12 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
         raise
     watcher.kill(block=False)
     renewer.kill(block=False)
+    service.record_latency(offer, latency)
     if result.answered:
         if not connected.is_set():
             service.offer_outcome(offer, "connected", in_sl=waited <= SERVICE_LEVEL_SECONDS)
         service.offer_outcome(offer, "ended")
         return QueueOutcome(outcome="answered", queue=offer.queue, waited=waited, agent=offer.agent,
-                            offers=1, bridge=result)  # fmt: skip
+                            offers=1, bridge=result, bridged_at=bridged_at)  # fmt: skip
     service.offer_outcome(offer, "no_answer")
     return None

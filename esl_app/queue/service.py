@@ -189,9 +189,9 @@ class QueueService:
     def unregister(self, caller: str) -> None:
         self.waiters.pop(caller, None)
 
-    def record_latency(self, offer: Offer) -> None:
+    def record_latency(self, offer: Offer, seconds: float) -> None:
         if self.latency_key:
-            self.client.rpush(self.latency_key, f"{offer.kind} {time.time() - offer.t_event:.6f}")
+            self.client.rpush(self.latency_key, f"{offer.kind} {seconds:.6f}")
 
     # -- callers -------------------------------------------------------------------------------------
     def join(self, caller: str, queue: str, *, priority: int = 0, skills: dict[str, int] | None = None) -> JoinResult:

@@ -47,7 +47,7 @@ def worker_main(argv: list[str]) -> int:
         if args.audit:
             service.client.rpush(args.prefix + "bench:audit", json.dumps({
                 "caller": call.uuid, "outcome": outcome.outcome, "agent": outcome.agent,
-                "start": outcome.bridged_at, "end": time.time(), "offers": outcome.offers,
+                "start": outcome.bridged_at, "end": outcome.bridge_ended_at, "offers": outcome.offers,
             }))  # fmt: skip
 
     server = OutboundServer(app.handle, "127.0.0.1", 0)

@@ -40,6 +40,7 @@ class QueueOutcome(BaseModel):
     offers: int = 0  # offers made to this caller (no-answers included)
     bridge: BridgeResult | None = None
     bridged_at: float | None = None  # wall time the answered offer's bridge execute was written
+    bridge_ended_at: float | None = None  # wall time that bridge returned (before the agent was freed)
 
 
 class _Music:
@@ -220,6 +221,7 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
         else:
             service.leave(offer.caller, "abandoned")
         raise
+    bridge_ended_at = time.time()
     watcher.kill(block=False)
     renewer.kill(block=False)
     service.record_latency(offer, latency)
@@ -228,6 +230,7 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
             service.offer_outcome(offer, "connected", in_sl=waited <= SERVICE_LEVEL_SECONDS)
         service.offer_outcome(offer, "ended")
         return QueueOutcome(outcome="answered", queue=offer.queue, waited=waited, agent=offer.agent,
-                            offers=1, bridge=result, bridged_at=bridged_at)  # fmt: skip
+                            offers=1, bridge=result, bridged_at=bridged_at,
+                            bridge_ended_at=bridge_ended_at)  # fmt: skip
     service.offer_outcome(offer, "no_answer")
     return None

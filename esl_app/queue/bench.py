@@ -68,6 +68,7 @@ class Run:
     answered: int
     failed: int
     seconds: float
+    placing_seconds: float = 0.0  # from the first call placed to the last (the offered rate)
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     audit: list[dict] = field(default_factory=list)
     bridges_per_call: list[int] = field(default_factory=list)
@@ -76,6 +77,38 @@ class Run:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def drive_main(argv: list[str]) -> int:
+    """Place calls at a fixed rate over TCP as FreeSWITCH would; print what they saw as JSON."""
+    import gevent
+
+    from ..testing.simulate import simulate_tcp_call
+
+    ports_text, calls_text, rate_text, talk_text, index_text = argv
+    ports = [int(p) for p in ports_text.split(",")]
+    calls, rate, talk, index = int(calls_text), float(rate_text), float(talk_text), int(index_text)
+    out: dict[str, object] = {"answered": 0, "failed": 0, "bridges_per_call": []}
+
+    def one(i: int) -> None:
+        try:
+            record = simulate_tcp_call(("127.0.0.1", ports[(i + index) % len(ports)]), timeout=120,
+                                       app_seconds={"bridge": talk, "playback": 600})  # fmt: skip
+            bridges = record.verbs.count("bridge")
+            out["bridges_per_call"].append(bridges)  # type: ignore[attr-defined]
+            out["answered"] += 1 if record.record.answered and bridges else 0  # type: ignore[operator]
+        except Exception:
+            out["failed"] += 1  # type: ignore[operator]
+
+    started = time.perf_counter()
+    greenlets = []
+    for i in range(calls):
+        gevent.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        greenlets.append(gevent.spawn(one, i))
+    out["placing_seconds"] = time.perf_counter() - started
+    gevent.joinall(greenlets, timeout=200)
+    print(json.dumps(out), flush=True)
+    return 0
 
 
 def run(
@@ -89,11 +122,10 @@ def run(
     wrap_up_seconds: int = 0,
     audit: bool = False,
     prefix: str | None = None,
+    drivers: int = 2,
 ) -> Run:
-    import gevent
     import redis
 
-    from ..testing.simulate import simulate_tcp_call
     from .config import AcdConfig, AgentConfig, QueueConfig, Tier
     from .service import QueueService
 
@@ -114,28 +146,28 @@ def run(
         for _ in range(workers):
             cmd = [sys.executable, "-m", "esl_app.queue.bench", "worker", "--redis", redis_url, "--prefix", prefix]
             proc = subprocess.Popen(cmd + (["--audit"] if audit else []), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
+                                    stdout=subprocess.PIPE, text=True)
             procs.append(proc)
         ports = [int(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
         result = Run(calls=calls, answered=0, failed=0, seconds=0.0)
-
-        def one(i: int) -> None:
-            try:
-                record = simulate_tcp_call(("127.0.0.1", ports[i % len(ports)]), timeout=120,
-                                           app_seconds={"bridge": talk_seconds, "playback": 600})  # fmt: skip
-                bridges = record.verbs.count("bridge")
-                result.bridges_per_call.append(bridges)
-                result.answered += 1 if record.record.answered and bridges else 0
-            except Exception:
-                result.failed += 1
-
+        # FreeSWITCH's side of the calls is played by ``drivers`` processes (one could not place 100
+        # calls/s on a loaded 2-core machine), each placing its share at its share of the rate
         started = time.perf_counter()
-        greenlets = []
-        for i in range(calls):
-            due = started + i / rate
-            gevent.sleep(max(0.0, due - time.perf_counter()))
-            greenlets.append(gevent.spawn(one, i))
-        gevent.joinall(greenlets, timeout=180)
+        share = [calls // drivers + (1 if i < calls % drivers else 0) for i in range(drivers)]
+        placers = [
+            subprocess.Popen([sys.executable, "-m", "esl_app.queue.bench", "drive", ",".join(map(str, ports)),
+                              str(share[i]), str(rate * share[i] / calls), str(talk_seconds), str(i)],
+                             stdout=subprocess.PIPE, text=True)
+            for i in range(drivers)
+            if share[i]
+        ]
+        for placer in placers:
+            out, _ = placer.communicate(timeout=300)
+            part = json.loads(out)
+            result.answered += part["answered"]
+            result.failed += part["failed"]
+            result.bridges_per_call += part["bridges_per_call"]
+            result.placing_seconds = max(result.placing_seconds, part["placing_seconds"])
         result.seconds = time.perf_counter() - started
         for item in raw.lrange(prefix + "bench:latency", 0, -1):
             kind, seconds = item.decode().split()
@@ -161,7 +193,8 @@ def report(name: str, r: Run, kind: str) -> str:
     values = r.latency_ms.get(kind, [])
     cc50, cc99 = MOD_CALLCENTER[kind]
     return (
-        f"{name}: {r.calls} calls in {r.seconds:.1f} s ({r.calls / r.seconds:.0f}/s), {r.answered} answered,"
+        f"{name}: {r.calls} calls placed at {r.calls / max(r.placing_seconds, 1e-9):.0f}/s over {r.seconds:.1f} s,"
+        f" {r.answered} answered,"
         f" {r.failed} failed; {len(values)} offers of this kind\n"
         f"  esl-app          p50 {percentile(values, 0.5):7.2f} ms   p99 {percentile(values, 0.99):7.2f} ms"
         f"   (median {statistics.median(values) if values else float('nan'):.2f} ms)\n"
@@ -170,16 +203,19 @@ def report(name: str, r: Run, kind: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    idle = run(redis_url=args.redis, workers=args.workers, agents=args.idle_agents, calls=args.calls, rate=args.rate)
+    idle = run(redis_url=args.redis, workers=args.workers, agents=args.idle_agents, calls=args.calls, rate=args.rate,
+               drivers=args.drivers)  # fmt: skip
     print(report("caller joins with idle agents -> bridge execute", idle, "join"))
     # few agents, more callers than they can take: every offer follows an agent's call end
     busy = run(redis_url=args.redis, workers=args.workers, agents=args.busy_agents, calls=args.calls,
-               rate=args.rate, talk_seconds=args.talk)  # fmt: skip
+               rate=args.rate, talk_seconds=args.talk, drivers=args.drivers)  # fmt: skip
     print(report("agent frees up with callers waiting -> next bridge execute", busy, "free"))
     return 0 if not (idle.failed or busy.failed) else 1
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "drive":
+        sys.exit(drive_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         os.environ.setdefault("ESL_APP_LOG_LEVEL", "WARNING")
         sys.exit(worker_main(sys.argv[2:]))

@@ -8,7 +8,7 @@ import asyncpg
 import gevent
 import pytest
 from data_fixtures import *  # noqa: F403
-from data_fixtures import PG_DSN, wait_until
+from data_fixtures import PG_DSN, REDIS_URL, wait_until
 from queue_fixtures import *  # noqa: F403
 from queue_fixtures import configure, simple_config
 
@@ -283,3 +283,43 @@ def test_two_services_share_the_queue_through_redis(acd):
     result = call.get(timeout=20)
     assert outcomes[0].outcome == "answered" and result.args("bridge") == ["user/a1"]
     assert mine.offers_seen == 1
+
+
+def test_agent_feature_codes_log_in_and_out(acd):
+    from callflows.agent_codes import app as codes
+
+    service = acd(simple_config(agents=1))
+    result = simulate_call(codes, destination="*50", caller_id_number="a1")
+    assert result.args("playback") == ["ivr/ivr-thank_you.wav"]
+    assert service.agent("a1")["status"] == "Available"
+    simulate_call(codes, destination="*52", caller_id_number="a1")
+    assert service.agent("a1")["status"] == "On Break"
+    result = simulate_call(codes, destination="*51", caller_id_number="stranger")
+    assert result.args("playback") == ["ivr/ivr-you_have_dialed_an_invalid_extension.wav"]
+
+
+def test_reconnected_caller_keeps_its_place(acd):
+    """A worker was SIGKILLed with callers waiting: their places are in Redis; FreeSWITCH's next
+    ``socket`` brings the same channel (uuid) back and it waits in the same position."""
+    service = acd(simple_config(agents=1))
+    for caller in ("first", "second"):
+        hold(service, caller)
+        service.join(caller, "support")
+        time.sleep(0.005)
+    service.unregister("first")  # its process died: nothing left here, everything in Redis
+    again = service.join("first", "support")
+    assert again.position == 1
+    assert service.queue_status("support")["callers"] == ["first", "second"]
+
+
+def test_cli_agent_and_queue_status(acd, redis_prefix, capsys):
+    from esl_app.cli import main
+
+    acd(simple_config(agents=1))
+    assert main(["agent", "login", "a1", "--redis", REDIS_URL, "--prefix", redis_prefix]) == 0
+    assert '"status": "Available"' in capsys.readouterr().out
+    assert main(["queue", "status", "support", "--redis", REDIS_URL, "--prefix", redis_prefix]) == 0
+    out = capsys.readouterr().out
+    assert '"waiting": 0' in out and '"a1"' in out
+    with pytest.raises(SystemExit, match="unknown agent"):
+        main(["agent", "break", "nobody", "--redis", REDIS_URL, "--prefix", redis_prefix])

@@ -323,3 +323,24 @@ def test_cli_agent_and_queue_status(acd, redis_prefix, capsys):
     assert '"waiting": 0' in out and '"a1"' in out
     with pytest.raises(SystemExit, match="unknown agent"):
         main(["agent", "break", "nobody", "--redis", REDIS_URL, "--prefix", redis_prefix])
+
+
+def test_prometheus_figures_per_queue(acd):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from esl_app.queue.metrics import QueueCollector
+
+    service = acd(simple_config(agents=2))
+    service.login("a1")
+    app, _ = queue_app()
+    simulate_call(app, destination="1000")
+    hold(service, "waiting-one")
+    service.join("waiting-one", "support", skills={"french": 1})
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(service))
+    text = generate_latest(registry).decode()
+    assert 'esl_app_queue_waiting{queue="support"} 1.0' in text
+    assert 'esl_app_queue_callers_total{outcome="answered",queue="support"} 1.0' in text
+    assert 'esl_app_queue_service_level_ratio{queue="support"} 1.0' in text
+    assert 'esl_app_queue_agents{queue="support",state="Idle",status="Available"} 1.0' in text
+    assert 'esl_app_queue_agents{queue="support",state="Idle",status="Logged Out"} 1.0' in text

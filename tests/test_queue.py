@@ -344,3 +344,22 @@ def test_prometheus_figures_per_queue(acd):
     assert 'esl_app_queue_service_level_ratio{queue="support"} 1.0' in text
     assert 'esl_app_queue_agents{queue="support",state="Idle",status="Available"} 1.0' in text
     assert 'esl_app_queue_agents{queue="support",state="Idle",status="Logged Out"} 1.0' in text
+
+
+def test_enqueue_on_a_static_socket_is_a_named_error_and_the_call_ends(acd):
+    acd(simple_config(agents=1))
+    app, outcomes = queue_app()
+    result = simulate_call(app, destination="1000", mode="static")
+    assert outcomes == [] and "bridge" not in result.verbs and "playback" not in result.verbs
+
+
+def test_an_offer_delivered_twice_is_acted_on_once(acd):
+    service = acd(simple_config(agents=2, no_answer_delay_seconds=60))
+    service.login("a1")
+    app, outcomes = queue_app(exit_digits="*")
+    # a1 does not answer: the caller must not ring a1 again from the copy of the offer that came by
+    # message after the direct one (the second agent is not logged in: the caller waits, then leaves)
+    result = simulate_call(app, destination="1000", bridge={"user/a1": "no_answer"}, app_seconds={"playback": 0.1},
+                           dtmf_events={6: "*"})  # fmt: skip
+    assert result.args("bridge") == ["user/a1"]
+    assert outcomes[0].offers == 1

@@ -102,6 +102,9 @@ def enqueue(
     service: QueueService | None = None,
 ) -> QueueOutcome:
     service = service or current_service()
+    if call.mode != "async" or not call.session.full:
+        # the music is stopped with api uuid_break and exit digits come as events: neither on a static socket
+        raise UnsafeArgumentError("enqueue needs an async socket with 'full' (socket '<host>:<port> async full')")
     if exit_digits and not all(d in "0123456789*#" for d in exit_digits):
         raise UnsafeArgumentError(f"exit digits must be DTMF digits, not {exit_digits!r}")
     caller = call.uuid

@@ -13,7 +13,8 @@ cluster). Layout, ``P`` = prefix:
   ``:waiting`` zset caller -> (9-priority)*1e13 + join ms, ``:rr`` the last round-robin tier score,
   ``:stats`` hash of counters;
 * ``P acd:caller:<id>`` hash: queue, priority, joined, skills, score, state (waiting, offered), agent;
-* channel ``P acd:offers``: one message per chosen pair, ``caller|agent|contact|queue|t_event|kind``.
+* channel ``P acd:offers``: one message per chosen pair, ``caller|agent|contact|queue|t_event|kind|seq``
+  (``seq``: ``P acd:offer_seq``, so a process that got an offer both directly and by message acts once).
 
 Times are Redis's own clock (``TIME``), so every host agrees. ``t_event`` is the wall time the event
 happened in the process that caused it (for latency figures only).
@@ -105,7 +106,8 @@ local function dispatch(q, now, t_event, kind, out)
         'lease_until', s(now + lease), 'last_offer', s(now))
       redis.call('SET', qk .. ':rr', s(best.tier))
       redis.call('HINCRBY', qk .. ':stats', 'offered', 1)
-      local msg = caller .. '|' .. best.id .. '|' .. best.contact .. '|' .. q .. '|' .. t_event .. '|' .. kind
+      local seq = redis.call('INCR', P .. 'acd:offer_seq')
+      local msg = table.concat({caller, best.id, best.contact, q, t_event, kind, seq}, '|')
       redis.call('PUBLISH', P .. 'acd:offers', msg)
       out[#out + 1] = msg
     end

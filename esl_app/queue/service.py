@@ -46,12 +46,14 @@ class Offer(BaseModel):
     queue: str
     t_event: float  # wall time of the event that made the pair (its process's clock)
     kind: str  # join, free, requeue
+    seq: int  # unique per offer
 
     @classmethod
     def parse(cls, message: str | bytes) -> Offer:
         text = message.decode() if isinstance(message, bytes) else message
-        caller, agent, contact, queue, t_event, kind = text.split("|")
-        return cls(caller=caller, agent=agent, contact=contact, queue=queue, t_event=float(t_event), kind=kind)
+        caller, agent, contact, queue, t_event, kind, seq = text.split("|")
+        return cls(caller=caller, agent=agent, contact=contact, queue=queue, t_event=float(t_event), kind=kind,
+                   seq=int(seq))  # fmt: skip
 
 
 class JoinResult(BaseModel):
@@ -68,9 +70,12 @@ class Waiter:
         self.caller = caller
         self.offer: Offer | None = None
         self.event = Event()
+        self.seen: set[int] = set()
 
     def deliver(self, offer: Offer) -> None:
-        if self.offer is None or self.offer.agent != offer.agent:
+        # each offer comes twice to the process that made it (directly, then by message): act once
+        if offer.seq not in self.seen:
+            self.seen.add(offer.seq)
             self.offer = offer
             self.event.set()
 
@@ -118,6 +123,7 @@ class QueueService:
         self._greenlets: list[gevent.Greenlet] = []
         self._subscribed = Event()
         self.offers_seen = 0
+        self._conf: dict[str, tuple[float, dict[str, str]]] = {}  # queue -> (read at, conf), for 5 s
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -206,8 +212,15 @@ class QueueService:
             raise
         position, joined, now, *offers = result
         self._deliver(offers)
-        conf = {k.decode(): v.decode() for k, v in self.client.hgetall(self._qkey(queue, "conf")).items()}
-        return JoinResult(position=int(position), joined_ms=int(joined), now_ms=int(now), conf=conf)
+        return JoinResult(position=int(position), joined_ms=int(joined), now_ms=int(now), conf=self.queue_conf(queue))
+
+    def queue_conf(self, queue: str) -> dict[str, str]:
+        """The queue's settings as published (cached 5 s: an offer doesn't wait for a read)."""
+        cached = self._conf.get(queue)
+        if cached is None or time.monotonic() - cached[0] > 5.0:
+            raw = self.client.hgetall(self._qkey(queue, "conf"))
+            cached = self._conf[queue] = (time.monotonic(), {k.decode(): v.decode() for k, v in raw.items()})
+        return cached[1]
 
     def leave(self, caller: str, reason: LeaveReason) -> bool:
         known, *offers = self._leave(args=[self.prefix, caller, reason, f"{time.time():.6f}"])

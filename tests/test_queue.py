@@ -363,3 +363,16 @@ def test_an_offer_delivered_twice_is_acted_on_once(acd):
                            dtmf_events={6: "*"})  # fmt: skip
     assert result.args("bridge") == ["user/a1"]
     assert outcomes[0].offers == 1
+
+
+def test_waiter_acts_once_on_an_offer_that_comes_directly_and_by_message():
+    from esl_app.queue import Offer
+
+    waiter = Waiter("c1")
+    message = "c1|a1|user/a1|support|1.5|join|42"
+    waiter.deliver(Offer.parse(message))  # directly, from the script this process ran
+    assert waiter.take().agent == "a1"
+    waiter.deliver(Offer.parse(message))  # the same offer, by the offers channel, after it was taken
+    assert waiter.offer is None and not waiter.event.is_set()
+    waiter.deliver(Offer.parse("c1|a2|user/a2|support|1.6|requeue|43"))  # a new offer is not
+    assert waiter.take().agent == "a2"

@@ -237,7 +237,7 @@ class QueueService:
         if outcome == "ended" and int(first) > 0:
             wrap = (int(first) - int(time.time() * 1000)) / 1000
             # the wrap-up's end is an event too: offer the agent's next caller then (the sweep is the backstop)
-            gevent.spawn_later(max(0.0, wrap) + 0.002, self.wake_agent, offer.agent)
+            gevent.spawn_later(max(0.0, wrap) + 0.002, self._wrap_up_ended, offer.agent)
         return int(first) >= 0
 
     # -- agents --------------------------------------------------------------------------------------
@@ -271,6 +271,12 @@ class QueueService:
         queues = sorted(q.decode() for q in self.client.smembers(self.prefix + "acd:agentq:" + agent))
         if queues:
             self._deliver(self._wake(args=[self.prefix, f"{time.time():.6f}", *queues]))
+
+    def _wrap_up_ended(self, agent: str) -> None:
+        try:
+            self.wake_agent(agent)
+        except Exception as exc:  # Redis away or the service stopped: the sweep of any process catches up
+            log.warning("offer after %s's wrap-up failed: %s", agent, exc)
 
     def wake_all(self) -> None:
         queues = sorted(q.decode() for q in self.client.smembers(self.prefix + "acd:queues"))

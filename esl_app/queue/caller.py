@@ -64,13 +64,14 @@ class _Music:
                 self.playing = False
 
     def stop(self) -> None:
-        """Break the playback and return at once (the bridge is written right behind it). A break that
-        reaches FreeSWITCH before the playback's sendmsg started breaks nothing, so it is repeated,
-        from a greenlet, until the music's last playback has completed."""
+        """Break the playback without waiting: the bridge is written at once and FreeSWITCH queues it
+        behind the playback (event-lock), which the break then ends. A break that reaches FreeSWITCH
+        before the playback's sendmsg started breaks nothing, so it is repeated, from a greenlet,
+        until the music's last playback has completed."""
         if self.stopped:
             return
         self.stopped = True
-        if self.playing and self._break():
+        if self.playing:
             gevent.spawn(self._until_stopped)
 
     def _break(self) -> bool:
@@ -84,6 +85,8 @@ class _Music:
             return False
 
     def _until_stopped(self) -> None:
+        if not self._break():
+            return
         for _ in range(100):
             self.greenlet.join(timeout=0.05)
             if self.greenlet.dead or not self._break():

@@ -543,6 +543,14 @@ class Call:
         event = self.execute("bridge", dialstring, timeout=call_timeout)
         return bridge_result(event)
 
+    # -- queues (ACD) ----------------------------------------------------------------------------
+    def enqueue(self, queue: str, **options: Any) -> Any:
+        """Wait in an inbound queue until an agent answers (``esl_app.queue.caller.enqueue``: priority,
+        skills, max_wait, exit_digits, music, service); returns a ``QueueOutcome``."""
+        from .queue.caller import enqueue  # imported on use: the queue needs Redis, most flows don't
+
+        return enqueue(self, queue, **options)
+
     # -- variables -------------------------------------------------------------------------------
     def set(self, name: str, value: str | Expand, *, timeout: float | None = None) -> None:
         """Set a channel variable to exactly ``value``.

@@ -20,7 +20,7 @@ PROPAGATION_BOUND_MS = 100
 
 
 def test_migrations_apply_once_and_seed_the_demo(admin: Admin):
-    assert admin.fetchval("SELECT count(*) FROM schema_migrations") == len(migration_files())
+    assert admin.fetchval("SELECT count(*) FROM schema_migrations") == len(migration_files())  # every one, once
     assert admin.bridge.run(migrate(admin.conn), timeout=10) == []  # already applied: nothing to do
     assert admin.fetchval("SELECT count(*) FROM numbers") == 902
     assert admin.fetchval("SELECT count(*) FROM blocklist WHERE tenant_id IS NULL") == 3

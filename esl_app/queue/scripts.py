@@ -1,0 +1,263 @@
+"""The ACD's Redis Lua scripts: every change of live state, and the choice of (caller, agent), is one
+atomic script, so any number of processes and hosts can run them without ever offering an agent or a
+caller twice.
+
+Keys are built inside the scripts from the prefix in ARGV[1] (the live state is one Redis, not a
+cluster). Layout, ``P`` = prefix:
+
+* ``P acd:agent:<id>`` hash: status (Available, On Break, Logged Out), state (Idle, Reserved, In call,
+  Wrap-up), contact, skills ("skill=level,..."), idle_since, wrap_until, na_until (no-answer delay),
+  na_count, caller (while Reserved/In call), lease_until (a dead offer frees the agent after it);
+* ``P acd:agentq:<id>`` set: the agent's queues;
+* ``P acd:q:<name>:conf`` hash (copied from Postgres), ``:tiers`` zset agent -> level*10000+position,
+  ``:waiting`` zset caller -> (9-priority)*1e13 + join ms, ``:rr`` the last round-robin tier score,
+  ``:stats`` hash of counters;
+* ``P acd:caller:<id>`` hash: queue, priority, joined, skills, score, state (waiting, offered), agent;
+* channel ``P acd:offers``: one message per chosen pair, ``caller|agent|contact|queue|t_event|kind|seq``
+  (``seq``: ``P acd:offer_seq``, so a process that got an offer both directly and by message acts once).
+
+Times are Redis's own clock (``TIME``), so every host agrees. ``t_event`` is the wall time the event
+happened in the process that caused it (for latency figures only).
+"""
+
+from __future__ import annotations
+
+COMMON = r"""
+local P = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function s(x) return string.format('%d', x) end
+local function parse_skills(text)
+  local out = {}
+  if text then
+    for name, level in string.gmatch(text, '([^,=]+)=(%d+)') do out[name] = tonumber(level) end
+  end
+  return out
+end
+local function skill_score(have, need)
+  -- nil: a required skill is missing or too low; else the sum of the agent's levels on them
+  local score = 0
+  for name, level in pairs(need) do
+    local got = have[name]
+    if not got or got < level then return nil end
+    score = score + got
+  end
+  return score
+end
+local function eligible(id, now)
+  local a = redis.call('HMGET', P .. 'acd:agent:' .. id,
+    'status', 'state', 'wrap_until', 'na_until', 'lease_until', 'idle_since', 'skills', 'contact')
+  if a[1] ~= 'Available' or not a[8] then return nil end
+  local state = a[2]
+  if state == 'Reserved' or state == 'In call' then
+    if tonumber(a[5] or '0') >= now then return nil end  -- else its offer died: the lease freed it
+  elseif state == 'Wrap-up' then
+    if tonumber(a[3] or '0') > now then return nil end
+  elseif state ~= 'Idle' then
+    return nil
+  end
+  if tonumber(a[4] or '0') > now then return nil end
+  return {id = id, idle = tonumber(a[6] or '0'), skills = parse_skills(a[7]), contact = a[8]}
+end
+local function better(k, best)
+  if not best then return true end
+  if k[1] ~= best[1] then return k[1] < best[1] end
+  return k[2] < best[2]
+end
+-- choose pairs for one queue until no waiting caller can be served; appends to out
+local function dispatch(q, now, t_event, kind, out)
+  local qk = P .. 'acd:q:' .. q
+  local conf = redis.call('HMGET', qk .. ':conf', 'strategy', 'lease_ms')
+  local strategy = conf[1]
+  if not strategy then return end
+  local waiting = redis.call('ZRANGE', qk .. ':waiting', 0, 99)
+  if #waiting == 0 then return end
+  local tiers = redis.call('ZRANGE', qk .. ':tiers', 0, -1, 'WITHSCORES')
+  local free = {}
+  for i = 1, #tiers, 2 do
+    local a = eligible(tiers[i], now)
+    if a then a.tier = tonumber(tiers[i + 1]); free[#free + 1] = a end
+  end
+  if #free == 0 then return end
+  local lease = tonumber(conf[2] or '60000')
+  local rr = tonumber(redis.call('GET', qk .. ':rr') or '-1')
+  for _, caller in ipairs(waiting) do
+    if #free == 0 then break end
+    local need = parse_skills(redis.call('HGET', P .. 'acd:caller:' .. caller, 'skills'))
+    local best, best_i, best_key = nil, nil, nil
+    for i, a in ipairs(free) do
+      local score = skill_score(a.skills, need)
+      if score then
+        local k
+        if strategy == 'top-down' then k = {a.tier, 0}
+        elseif strategy == 'round-robin' then k = {a.tier > rr and 0 or 1, a.tier}
+        elseif strategy == 'skills-based' then k = {-score, a.idle}
+        else k = {a.idle, a.tier} end  -- longest-idle-agent
+        if better(k, best_key) then best, best_i, best_key = a, i, k end
+      end
+    end
+    if best then
+      table.remove(free, best_i)
+      redis.call('ZREM', qk .. ':waiting', caller)
+      redis.call('HSET', P .. 'acd:caller:' .. caller, 'state', 'offered', 'agent', best.id)
+      redis.call('HSET', P .. 'acd:agent:' .. best.id, 'state', 'Reserved', 'caller', caller,
+        'lease_until', s(now + lease), 'last_offer', s(now))
+      redis.call('SET', qk .. ':rr', s(best.tier))
+      redis.call('HINCRBY', qk .. ':stats', 'offered', 1)
+      local seq = redis.call('INCR', P .. 'acd:offer_seq')
+      local msg = table.concat({caller, best.id, best.contact, q, t_event, kind, seq}, '|')
+      redis.call('PUBLISH', P .. 'acd:offers', msg)
+      out[#out + 1] = msg
+    end
+  end
+end
+local function dispatch_agent(agent, now, t_event, kind, out)
+  for _, q in ipairs(redis.call('SMEMBERS', P .. 'acd:agentq:' .. agent)) do dispatch(q, now, t_event, kind, out) end
+end
+"""
+
+# ARGV: prefix, caller, queue, priority (0-9, 9 first), skills, t_event, ttl ms.
+# Returns {position (1-based; 0 = offered already), joined ms, now ms, offers...}. A caller already
+# known (its worker died and FreeSWITCH reconnected it) keeps its place and join time.
+JOIN = COMMON + r"""
+local caller, q, prio = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local qk = P .. 'acd:q:' .. q
+if redis.call('EXISTS', qk .. ':conf') == 0 then return redis.error_reply('NOQUEUE ' .. q) end
+local now = now_ms()
+local ck = P .. 'acd:caller:' .. caller
+local old = redis.call('HMGET', ck, 'queue', 'score', 'joined', 'state', 'agent')
+local score, joined
+if old[1] == q and old[2] then
+  score, joined = old[2], tonumber(old[3])
+  if old[4] == 'offered' and old[5] then  -- its offer died with the worker: the agent is freed
+    local ak = P .. 'acd:agent:' .. old[5]
+    if redis.call('HGET', ak, 'caller') == caller then redis.call('HSET', ak, 'state', 'Idle', 'caller', '') end
+  end
+else
+  joined = now
+  score = s((9 - prio) * 10000000000000 + now)
+  redis.call('HSET', ck, 'queue', q, 'priority', s(prio), 'joined', s(joined), 'skills', ARGV[5], 'score', score)
+  redis.call('HINCRBY', qk .. ':stats', 'joined', 1)
+end
+redis.call('HSET', ck, 'state', 'waiting', 'agent', '')
+redis.call('PEXPIRE', ck, tonumber(ARGV[7]))
+redis.call('ZADD', qk .. ':waiting', score, caller)
+local out = {}
+dispatch(q, now, ARGV[6], 'join', out)
+local rank = redis.call('ZRANK', qk .. ':waiting', caller)
+local result = {rank and rank + 1 or 0, joined, now}
+for _, m in ipairs(out) do result[#result + 1] = m end
+return result
+"""
+
+# ARGV: prefix, caller, reason (abandoned, timeout, exit), t_event. The caller is gone for good: removed
+# whatever its state; an agent reserved for it is freed and offered the next caller at once.
+# Returns {1 if the caller was known, offers...}.
+LEAVE = COMMON + r"""
+local caller, reason = ARGV[2], ARGV[3]
+local ck = P .. 'acd:caller:' .. caller
+local c = redis.call('HMGET', ck, 'queue', 'state', 'agent')
+if not c[1] then return {0} end
+local now = now_ms()
+local qk = P .. 'acd:q:' .. c[1]
+redis.call('ZREM', qk .. ':waiting', caller)
+redis.call('DEL', ck)
+redis.call('HINCRBY', qk .. ':stats', reason, 1)
+local out = {}
+if c[2] == 'offered' and c[3] ~= '' then
+  local ak = P .. 'acd:agent:' .. c[3]
+  if redis.call('HGET', ak, 'caller') == caller then
+    redis.call('HSET', ak, 'state', 'Idle', 'caller', '')
+    dispatch_agent(c[3], now, ARGV[4], 'free', out)
+  end
+end
+local result = {1}
+for _, m in ipairs(out) do result[#result + 1] = m end
+return result
+"""
+
+# ARGV: prefix, caller, agent, outcome, t_event, answered_within_sl (0/1).
+# outcome 'connected': the bridge is up (agent In call, lease renewed). 'ended': the answered call is
+#   over: the agent goes to wrap-up (or straight to Idle), the caller is done.
+# 'no_answer': the agent gets the no-answer delay (On Break after max no-answer) and the caller goes
+#   back to its own place in the queue (the head, as it waited longest).
+# 'renew': extend the lease of a live offer. Returns {wrap_until ms or 0, offers...}; {-1} when the
+# agent no longer holds this caller.
+OFFER = COMMON + r"""
+local caller, agent, outcome = ARGV[2], ARGV[3], ARGV[4]
+local ak = P .. 'acd:agent:' .. agent
+local ck = P .. 'acd:caller:' .. caller
+if redis.call('HGET', ak, 'caller') ~= caller then return {-1} end
+local now = now_ms()
+local q = redis.call('HGET', ck, 'queue')
+local conf = {}
+if q then conf = redis.call('HMGET', P .. 'acd:q:' .. q .. ':conf', 'wrap_ms', 'na_delay_ms', 'max_na', 'lease_ms') end
+local lease = tonumber(conf[4] or '60000')
+local out = {}
+if outcome == 'renew' or outcome == 'connected' then
+  redis.call('HSET', ak, 'lease_until', s(now + lease))
+  if outcome == 'connected' then
+    redis.call('HSET', ak, 'state', 'In call')
+    if q then redis.call('HINCRBY', P .. 'acd:q:' .. q .. ':stats', 'answered', 1) end
+    if q and ARGV[6] == '1' then redis.call('HINCRBY', P .. 'acd:q:' .. q .. ':stats', 'answered_in_sl', 1) end
+    if q then redis.call('HSET', ck, 'state', 'bridged') end  -- served: never queued again
+  end
+  return {0}
+end
+if outcome == 'ended' then
+  redis.call('DEL', ck)
+  local wrap = tonumber(conf[1] or '0')
+  redis.call('HSET', ak, 'caller', '', 'na_count', '0', 'idle_since', s(now + wrap))
+  if wrap > 0 then
+    redis.call('HSET', ak, 'state', 'Wrap-up', 'wrap_until', s(now + wrap))
+    return {now + wrap}
+  end
+  redis.call('HSET', ak, 'state', 'Idle')
+  dispatch_agent(agent, now, ARGV[5], 'free', out)
+  local result = {0}
+  for _, m in ipairs(out) do result[#result + 1] = m end
+  return result
+end
+-- no answer, busy, rejected
+local count = redis.call('HINCRBY', ak, 'na_count', 1)
+local max_na = tonumber(conf[3] or '0')
+redis.call('HSET', ak, 'state', 'Idle', 'caller', '', 'na_until', s(now + tonumber(conf[2] or '0')))
+if max_na > 0 and count >= max_na then redis.call('HSET', ak, 'status', 'On Break') end
+if q and redis.call('HGET', ck, 'state') == 'offered' then
+  redis.call('HSET', ck, 'state', 'waiting', 'agent', '')
+  redis.call('ZADD', P .. 'acd:q:' .. q .. ':waiting', redis.call('HGET', ck, 'score'), caller)
+  dispatch(q, now, ARGV[5], 'requeue', out)
+end
+local result = {0}
+for _, m in ipairs(out) do result[#result + 1] = m end
+return result
+"""
+
+# ARGV: prefix, agent, status (Available, On Break, Logged Out), t_event. Returns {offers...}; an error
+# for an unknown agent.
+AGENT_STATUS = COMMON + r"""
+local agent, status = ARGV[2], ARGV[3]
+local ak = P .. 'acd:agent:' .. agent
+if redis.call('HEXISTS', ak, 'contact') == 0 then return redis.error_reply('NOAGENT ' .. agent) end
+local now = now_ms()
+local was = redis.call('HGET', ak, 'status')
+redis.call('HSET', ak, 'status', status)
+if not redis.call('HGET', ak, 'state') then redis.call('HSET', ak, 'state', 'Idle') end
+local out = {}
+if status == 'Available' then
+  if was ~= 'Available' then redis.call('HSET', ak, 'na_count', '0', 'na_until', '0', 'idle_since', s(now)) end
+  dispatch_agent(agent, now, ARGV[4], 'free', out)
+end
+return out
+"""
+
+# ARGV: prefix, t_event, queue names... Offer what can be offered now: an agent's wrap-up ended, a
+# no-answer delay or a dead offer's lease ran out. Returns {offers...}.
+WAKE = COMMON + r"""
+local now = now_ms()
+local out = {}
+for i = 3, #ARGV do dispatch(ARGV[i], now, ARGV[2], 'free', out) end
+return out
+"""

@@ -18,6 +18,7 @@ A pool with ``workers = 0`` is not served. Pools other than ``inbound`` and ``ou
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,23 @@ AllowList = Annotated[list[str], NoDecode, BeforeValidator(split_entries), After
 
 CONFIG_FILE_ENV = "ESL_APP_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "esl-app.toml"
+
+
+def config_file_sources(settings_cls: type[BaseSettings], table: str | None = None) -> list[PydanticBaseSettingsSource]:
+    """The TOML config file (``ESL_APP_CONFIG_FILE``, else ``esl-app.toml`` if present) as a settings
+    source: the whole file, or only its ``[table]`` (none when the file has no such table). A file
+    named by the environment must exist."""
+    path = os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE
+    if not Path(path).is_file():
+        if os.environ.get(CONFIG_FILE_ENV):
+            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: no such file")
+        return []
+    if table is None:
+        return [TomlConfigSettingsSource(settings_cls, toml_file=path)]
+    with open(path, "rb") as handle:
+        if not isinstance(tomllib.load(handle).get(table), dict):
+            return []
+    return [TomlConfigSettingsSource(settings_cls, toml_file=path, toml_table_header=(table,))]
 
 
 class PoolSettings(BaseModel):
@@ -149,12 +167,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = [init_settings, env_settings, dotenv_settings]
-        path = os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE
-        if Path(path).is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        elif os.environ.get(CONFIG_FILE_ENV):
-            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: no such file")
+        sources = [init_settings, env_settings, dotenv_settings, *config_file_sources(settings_cls)]
         sources.append(file_secret_settings)
         return tuple(sources)
 

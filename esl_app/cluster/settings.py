@@ -18,20 +18,16 @@ table of the TOML file the other settings read (``ESL_APP_CONFIG_FILE``, default
 
 from __future__ import annotations
 
-import os
-import tomllib
 from enum import StrEnum
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
-from ..settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
+from ..settings import config_file_sources
 
 
 class Role(StrEnum):
@@ -128,14 +124,6 @@ class ClusterSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = [init_settings, env_settings, dotenv_settings]
-        path = os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE
-        if Path(path).is_file():
-            with open(path, "rb") as handle:
-                has_table = isinstance(tomllib.load(handle).get("cluster"), dict)
-            if has_table:
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path, toml_table_header=("cluster",)))
-        elif os.environ.get(CONFIG_FILE_ENV):
-            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: no such file")
+        sources = [init_settings, env_settings, dotenv_settings, *config_file_sources(settings_cls, "cluster")]
         sources.append(file_secret_settings)
         return tuple(sources)

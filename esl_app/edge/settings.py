@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
 
 from pydantic import Field
@@ -21,11 +19,10 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from ..cluster.settings import NodeSettings, Role
-from ..settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
+from ..settings import config_file_sources
 
 
 class EdgeSettings(BaseSettings):
@@ -70,12 +67,6 @@ class EdgeSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = [init_settings, env_settings, dotenv_settings]
-        path = os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE
-        if Path(path).is_file():
-            with open(path, "rb") as handle:
-                has_table = isinstance(tomllib.load(handle).get("edge"), dict)
-            if has_table:
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path, toml_table_header=("edge",)))
+        sources = [init_settings, env_settings, dotenv_settings, *config_file_sources(settings_cls, "edge")]
         sources.append(file_secret_settings)
         return tuple(sources)

@@ -226,6 +226,8 @@ def test_esl_app_edge_feed_and_status(monkeypatch, capsys, fakes, sip_nodes, edg
     feeder = gevent.spawn(main, ["edge", "feed", "--for", "20"])
     try:
         assert wait_for(lambda: edge.flags(1, sip_nodes[0].uri).startswith("D"), SETTLE)
+        # with no start-up grace fs2 is disabled until its first reading too: wait for it to come up
+        assert wait_for(lambda: edge.flags(1, sip_nodes[1].uri).startswith("A"), SETTLE)
         assert main(["edge", "status"]) == 0
         out = capsys.readouterr().out
         assert any(sip_nodes[0].uri in line and " D" in line for line in out.splitlines()), out

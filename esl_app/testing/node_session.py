@@ -33,7 +33,7 @@ from gevent.event import Event as Signal
 
 from ..protocol import switch
 from ..protocol.switch import Command, CommandReader
-from .peer import EVENT_NAMES, LOG_LEVELS, _command_word
+from .peer import EVENT_NAMES, LOG_LEVELS, EventSubscriptions, _command_word
 
 if TYPE_CHECKING:
     from .fake_node import FakeNode
@@ -81,7 +81,7 @@ def filters_pass(filters: list[tuple[str, str]], headers: Pairs) -> bool:
     return positive
 
 
-class NodeSession:
+class NodeSession(EventSubscriptions):
     """FreeSWITCH's side of one inbound connection; ``run()`` serves it until it is closed."""
 
     def __init__(
@@ -318,56 +318,6 @@ class NodeSession:
         if not keys:
             return switch.reply("-ERR no keywords supplied")
         return switch.reply(f"+OK event listener enabled {self._format}")
-
-    def _cmd_nixevent(self, command: Command) -> bytes:
-        keys = 0
-        for token in command.arg.split():
-            name = token.upper()
-            if name not in EVENT_NAMES:
-                self._subclasses.discard(token)
-                continue
-            keys += 1
-            if name == "ALL":
-                self._all = False
-                self._names.clear()
-            else:
-                if self._all:
-                    self._all = False
-                    self._names = set(EVENT_NAMES - {"ALL"})
-                self._names.discard(name)
-        if not keys:
-            return switch.reply("-ERR no keywords supplied")
-        return switch.reply("+OK events nixed")
-
-    def _cmd_noevents(self, command: Command) -> bytes:
-        if not (self._all or self._names):
-            return switch.reply("-ERR not listening for events")
-        self._all = False
-        self._names.clear()
-        self._subclasses.clear()
-        self._events.clear()
-        return switch.reply("+OK no longer listening for events")
-
-    def _cmd_filter(self, command: Command) -> bytes:
-        arg = command.arg.strip()
-        if not arg:
-            return switch.reply("-ERR command not found")
-        header, _, value = arg.partition(" ")
-        if header.lower() == "delete":
-            target, _, target_value = value.strip().partition(" ")
-            if target.lower() == "all" or not target:
-                self._filters.clear()
-                return switch.reply("+OK filter deleted. [all][]")
-            self._filters = [
-                (h, v)
-                for h, v in self._filters
-                if not (h.lower() == target.lower() and (not target_value or v == target_value))
-            ]
-            return switch.reply(f"+OK filter deleted. [{target}][{target_value}]")
-        if not value:
-            return switch.reply("-ERR invalid syntax")
-        self._filters.append((header, value))
-        return switch.reply(f"+OK filter added. [{header}]=[{value}]")
 
     def _cmd_log(self, command: Command) -> bytes:
         level = command.arg.strip() or "debug"

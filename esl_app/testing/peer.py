@@ -434,7 +434,69 @@ def _dial_target(dialstring: str) -> str:
 # The peer
 
 
-class FakeFreeSWITCH:
+class EventSubscriptions:
+    """What FreeSWITCH does with ``nixevent``, ``noevents`` and ``filter`` (mod_event_socket.c), for both
+    fakes: the per-call outbound socket here and a node's inbound socket (node_session). The class
+    using it keeps ``_all``, ``_names``, ``_subclasses``, ``_events`` (queued) and ``_filters``."""
+
+    _all: bool
+    _names: set[str]
+    _subclasses: set[str]
+    _events: Any
+    _filters: list[tuple[str, str]]
+
+    def _cmd_nixevent(self, command: Command) -> bytes:
+        keys = 0
+        for token in command.arg.split():
+            name = token.upper()
+            if name not in EVENT_NAMES:
+                self._subclasses.discard(token)
+                continue
+            keys += 1
+            if name == "ALL":
+                self._all = False
+                self._names.clear()
+            else:
+                if self._all:
+                    self._all = False
+                    self._names = set(EVENT_NAMES - {"ALL"})
+                self._names.discard(name)
+        if not keys:
+            return switch.reply("-ERR no keywords supplied")
+        return switch.reply("+OK events nixed")
+
+    def _cmd_noevents(self, command: Command) -> bytes:
+        if not (self._all or self._names):
+            return switch.reply("-ERR not listening for events")
+        self._all = False
+        self._names.clear()
+        self._subclasses.clear()
+        self._events.clear()
+        return switch.reply("+OK no longer listening for events")
+
+    def _cmd_filter(self, command: Command) -> bytes:
+        arg = command.arg.strip()
+        if not arg:
+            return switch.reply("-ERR command not found")
+        header, _, value = arg.partition(" ")
+        if header.lower() == "delete":
+            target, _, target_value = value.strip().partition(" ")
+            if target.lower() == "all" or not target:
+                self._filters.clear()
+                return switch.reply("+OK filter deleted. [all][]")
+            self._filters = [
+                (h, v)
+                for h, v in self._filters
+                if not (h.lower() == target.lower() and (not target_value or v == target_value))
+            ]
+            return switch.reply(f"+OK filter deleted. [{target}][{target_value}]")
+        if not value:
+            return switch.reply("-ERR invalid syntax")
+        self._filters.append((header, value))
+        return switch.reply(f"+OK filter added. [{header}]=[{value}]")
+
+
+class FakeFreeSWITCH(EventSubscriptions):
     """FreeSWITCH's side of one outbound-socket call, on ``sock`` (TCP or in-memory).
 
     ``run()`` blocks until the socket is closed (by either side) and returns the ``CallRecord``;
@@ -973,56 +1035,6 @@ class FakeFreeSWITCH:
             return switch.reply("-ERR no keywords supplied")
         self._maybe_emit_park()
         return switch.reply(f"+OK event listener enabled {self._format}")
-
-    def _cmd_nixevent(self, command: Command) -> bytes:
-        keys = 0
-        for token in command.arg.split():
-            name = token.upper()
-            if name not in EVENT_NAMES:
-                self._subclasses.discard(token)
-                continue
-            keys += 1
-            if name == "ALL":
-                self._all = False
-                self._names.clear()
-            else:
-                if self._all:
-                    self._all = False
-                    self._names = set(EVENT_NAMES - {"ALL"})
-                self._names.discard(name)
-        if not keys:
-            return switch.reply("-ERR no keywords supplied")
-        return switch.reply("+OK events nixed")
-
-    def _cmd_noevents(self, command: Command) -> bytes:
-        if not (self._all or self._names):
-            return switch.reply("-ERR not listening for events")
-        self._all = False
-        self._names.clear()
-        self._subclasses.clear()
-        self._events.clear()
-        return switch.reply("+OK no longer listening for events")
-
-    def _cmd_filter(self, command: Command) -> bytes:
-        arg = command.arg.strip()
-        if not arg:
-            return switch.reply("-ERR command not found")
-        header, _, value = arg.partition(" ")
-        if header.lower() == "delete":
-            target, _, target_value = value.strip().partition(" ")
-            if target.lower() == "all" or not target:
-                self._filters.clear()
-                return switch.reply("+OK filter deleted. [all][]")
-            self._filters = [
-                (h, v)
-                for h, v in self._filters
-                if not (h.lower() == target.lower() and (not target_value or v == target_value))
-            ]
-            return switch.reply(f"+OK filter deleted. [{target}][{target_value}]")
-        if not value:
-            return switch.reply("-ERR invalid syntax")
-        self._filters.append((header, value))
-        return switch.reply(f"+OK filter added. [{header}]=[{value}]")
 
     def _cmd_divert_events(self, command: Command) -> bytes:
         value = command.arg.strip().lower()

@@ -16,6 +16,9 @@ C. both pools offered three times their capacity: every excess call must be refu
 ``--pin`` uses the pools' ``cpus`` setting to give the inbound pool (and its generator) CPU 0 and the
 outbound pool and the flood generators CPU 1: on a 2-core machine the generators, which stand in for
 FreeSWITCH servers on other hosts, would otherwise compete with the pool they are not loading.
+
+``--dialer``: instead of A-C, rounds of quiet and flood phases where the outbound flood is the real
+dialer on fake outbound nodes (``esl_app.pools.bench_dialer``; needs Postgres and Redis).
 """
 
 from __future__ import annotations
@@ -292,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     dialer.add_argument("--answer-percent", type=int, default=80, help="numbers that answer; the rest are busy, "
                         "do not answer, or reject")  # fmt: skip
     dialer.add_argument("--ring", type=float, default=0.1, help="seconds a number rings before it answers")
+    dialer.add_argument("--flood-nice", type=int, default=0, help="nice value of the dialers and the fake nodes "
+                        "(they stand in for other hosts); the outbound pool keeps its priority")  # fmt: skip
     dialer.add_argument("--dsn", default=None, help="Postgres (default: ESL_APP_DATA_POSTGRES_DSN)")
     dialer.add_argument("--redis", default=None, help="Redis (default: ESL_APP_DATA_REDIS_URL)")
     dialer.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -391,6 +396,7 @@ def main_dialer(args: argparse.Namespace) -> int:
     out(f"isolation with the real dialer: {ncpu} CPUs{pinning if args.pin else ''}"
         f"; inbound capacity {args.inbound_capacity}, outbound capacity {args.outbound_capacity}, one worker each; "
         f"calls hold {args.hold:g} s; {args.rounds} rounds of quiet / flood, {args.duration:g} s measured each; "
+        f"{f'dialers and nodes at nice {args.flood_nice}; ' if args.flood_nice else ''}"
         f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     result = bench_dialer.run(args, out)
     result["load_average"] = os.getloadavg()

@@ -79,6 +79,8 @@ def node_host(spec: dict[str, Any]) -> None:
 
     if spec.get("cpus"):
         os.sched_setaffinity(0, spec["cpus"])
+    if spec.get("nice"):
+        os.nice(spec["nice"])
     hold, ring = spec["hold"], spec["ring"]
     outcomes = {number(i): _outcome_of(i, spec["answer_percent"], hold, ring) for i in range(spec["contacts"])}
     nodes = []
@@ -253,13 +255,23 @@ def _set_status(dsn: str, schema: str, status: str) -> None:
 # -- the dialers -------------------------------------------------------------------------------------
 
 
-def _pinned(cpus: list[int] | None) -> Any:
-    if not cpus:
+def _placed(cpus: list[int] | None, nice: int) -> Any:
+    """Run in the child before it starts any thread (threads inherit both)."""
+    if not cpus and not nice:
         return None
-    return lambda: os.sched_setaffinity(0, cpus)  # in the child, before it starts any thread
+
+    def place() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        if nice:
+            os.nice(nice)
+
+    return place
 
 
-def start_dialers(count: int, env: dict[str, str], prefix: str, cpus: list[int] | None, log_path: str) -> list:
+def start_dialers(
+    count: int, env: dict[str, str], prefix: str, cpus: list[int] | None, nice: int, log_path: str
+) -> list[subprocess.Popen[str]]:
     log = open(log_path, "a")  # noqa: SIM115  # kept open by the children for their whole run
     dialers = []
     for i in range(count):
@@ -267,7 +279,7 @@ def start_dialers(count: int, env: dict[str, str], prefix: str, cpus: list[int] 
             subprocess.Popen(
                 [sys.executable, "-m", "esl_app.cli", "--log-level", "WARNING", "dialer", "--name",
                  f"isolation-{i + 1}", "--redis-prefix", prefix],
-                env=env, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_pinned(cpus),
+                env=env, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_placed(cpus, nice),
             )
         )  # fmt: skip
     log.close()
@@ -317,6 +329,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def _waited_seconds(pid: int) -> float:
+    """Time the process's main thread spent runnable but waiting for a CPU (/proc/PID/schedstat)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _cores() -> dict[str, tuple[int, int]]:
     """Per CPU: (busy, total) jiffies since boot (idle and iowait are not busy)."""
     out = {}
@@ -356,7 +377,8 @@ class Meter:
     def snapshot(self) -> dict[str, Any]:
         parts = {name: {pid: _cpu_seconds(pid) for pid in pids} for name, pids in self.parts.items()}
         parts["postgres (dialers)"] = {pid: _cpu_seconds(pid) for pid in _sql(self.dsn, "public", _backends)}
-        return {"at": time.monotonic(), "parts": parts, "cores": _cores()}
+        waits = {pid: _waited_seconds(pid) for pid in self.parts["inbound worker"]}
+        return {"at": time.monotonic(), "parts": parts, "cores": _cores(), "inbound_waits": waits}
 
     @staticmethod
     def between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -367,13 +389,20 @@ class Meter:
         for name, pids in after["parts"].items():
             used = sum(cpu - before["parts"].get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
             parts[name] = round(used / seconds, 2)  # CPU-seconds per second: 1.0 = one whole core
-        return {"core_busy_pct": cores, "cpu_per_s": parts}
+        waited = sum(w - before["inbound_waits"].get(pid, 0.0) for pid, w in after["inbound_waits"].items())
+        # how long the inbound worker was ready to run but had no CPU: the direct cost of sharing a core
+        return {
+            "core_busy_pct": cores,
+            "cpu_per_s": parts,
+            "inbound_worker_cpu_wait_ms_per_s": round(1000 * waited / seconds, 1),
+        }
 
 
 def describe_cpu(cpu: dict[str, Any]) -> str:
     cores = ", ".join(f"{name} {pct}%" for name, pct in sorted(cpu["core_busy_pct"].items()))
     parts = ", ".join(f"{name} {used:.2f}" for name, used in cpu["cpu_per_s"].items())
-    return f"busy {cores}; ours (cores): {parts}"
+    return (f"busy {cores}; ours (cores): {parts}; inbound worker waited for a CPU "
+            f"{cpu['inbound_worker_cpu_wait_ms_per_s']:.0f} ms/s")  # fmt: skip
 
 
 # -- the run -------------------------------------------------------------------------------------------
@@ -405,12 +434,13 @@ def run(args: Any, out: Any = print) -> dict[str, Any]:
     prefix = f"esl-iso-bench-{uuid.uuid4().hex[:10]}:"
     result: dict[str, Any] = {
         "dialers": args.dialers, "campaign_cps": cps, "max_concurrent": concurrent, "contacts": contacts,
-        "inbound_rate": inbound_rate, "hold": hold, "duration": duration, "pinned": bool(args.pin), "rounds": [],
+        "inbound_rate": inbound_rate, "hold": hold, "duration": duration, "pinned": bool(args.pin),
+        "flood_nice": args.flood_nice, "rounds": [],
         "schema": schema, "redis_prefix": prefix,
     }  # fmt: skip
     # the processes start together (each takes an interpreter's start-up); the campaign is written meanwhile
     supervisor = launch_supervisor(args)
-    host = NodeHost({"cpus": pin_out, "hold": hold, "ring": ring, "contacts": contacts,
+    host = NodeHost({"cpus": pin_out, "nice": args.flood_nice, "hold": hold, "ring": ring, "contacts": contacts,
                      "answer_percent": args.answer_percent})  # fmt: skip
     generator = Generator()
     dialers: list[subprocess.Popen[str]] = []
@@ -431,7 +461,7 @@ def run(args: Any, out: Any = print) -> dict[str, Any]:
         }  # fmt: skip
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         log_path = os.path.join(args.workdir, "dialers.log")
-        dialers = start_dialers(args.dialers, env, prefix, pin_out, log_path)
+        dialers = start_dialers(args.dialers, env, prefix, pin_out, args.flood_nice, log_path)
         wait_ready(supervisor)
         wait_dialers(dialers, log_path)
         workers = pool_pids(http_port)
@@ -511,6 +541,8 @@ class Rounds:
         pool_after = accepted(self.http_port, "outbound")
         out(describe(f"round {number} flood", flood))
         out(f"    {describe_cpu(flood_cpu)}")
+        ratio = pct(flood["setup_ms"], 0.99) / pct(quiet["setup_ms"], 0.99)
+        out(f"  round {number}: inbound p99 flood / quiet = {ratio:.2f}")
         rate = placed / (window_end - window)
         landed = None if pool_after is None else pool_after - (pool_before or 0)
         out(f"  round {number} dialer: {placed} attempts in {window_end - window:.1f} s = {rate:.1f}/s (campaign cps "
@@ -521,7 +553,7 @@ class Rounds:
             "dialer": {"attempts_in_window": placed, "window_s": round(window_end - window, 2),
                        "originate_rate": round(rate, 1), "outcomes": attempts,
                        "flood_s": round(window_end - flood_started, 2)},
-            "nodes": calls, "outbound_pool_accepted": landed, "drained": drained,
+            "nodes": calls, "outbound_pool_accepted": landed, "drained": drained, "ratio": ratio,
         }  # fmt: skip
 
 
@@ -589,9 +621,13 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
 
 def _cpu_medians(phases: list[dict[str, Any]]) -> dict[str, Any]:
     if not phases:
-        return {"core_busy_pct": {}, "cpu_per_s": {}}
-    return {key: {name: statistics.median(p[key][name] for p in phases) for name in phases[0][key]}
-            for key in ("core_busy_pct", "cpu_per_s")}  # fmt: skip
+        return {"core_busy_pct": {}, "cpu_per_s": {}, "inbound_worker_cpu_wait_ms_per_s": math.nan}
+    medians: dict[str, Any] = {key: {name: statistics.median(p[key][name] for p in phases) for name in phases[0][key]}
+                               for key in ("core_busy_pct", "cpu_per_s")}  # fmt: skip
+    medians["inbound_worker_cpu_wait_ms_per_s"] = statistics.median(
+        p["inbound_worker_cpu_wait_ms_per_s"] for p in phases
+    )
+    return medians
 
 
 def report(result: dict[str, Any], out: Any = print) -> None:

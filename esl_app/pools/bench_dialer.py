@@ -19,11 +19,14 @@ other phases (TCP connect -> first execute). Rounds alternate the two phases:
 Printed: inbound setup p50/p99 of each phase, the medians of p99 across rounds and their ratio (goal
 <= 1.2), the dialer's achieved originate rate (attempts written while inbound was measured), the
 answered calls that ran the flow on the outbound pool (what the nodes saw, and the pool's own
-``esl_app_calls_accepted_total``), and every error.
+``esl_app_calls_accepted_total``), every error; and where the CPU went in each phase (each core's
+busy share, each part's CPU, the inbound worker's wait for a CPU), since on a shared machine that
+decides the tail.
 
 ``--pin`` (2 cores): CPU 0 has the inbound pool and its generator; CPU 1 the outbound pool, the
 dialer(s) and the node host. Postgres and Redis are shared services of the machine and are not
-pinned: their work for the dialer can land on CPU 0.
+pinned: their work for the dialer can land on CPU 0. ``--flood-nice`` lowers the priority of the
+dialers and the nodes (stand-ins for other hosts).
 """
 
 from __future__ import annotations

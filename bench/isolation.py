@@ -2,6 +2,7 @@
 
 python bench/isolation.py            # both pools share the machine's CPUs
 python bench/isolation.py --pin      # inbound pool on CPU 0, outbound pool and its flood on CPU 1
+python bench/isolation.py --dialer --pin   # the flood is the real dialer (esl_app/pools/bench_dialer.py)
 """
 
 import sys

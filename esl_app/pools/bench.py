@@ -16,6 +16,9 @@ C. both pools offered three times their capacity: every excess call must be refu
 ``--pin`` uses the pools' ``cpus`` setting to give the inbound pool (and its generator) CPU 0 and the
 outbound pool and the flood generators CPU 1: on a 2-core machine the generators, which stand in for
 FreeSWITCH servers on other hosts, would otherwise compete with the pool they are not loading.
+
+``--dialer``: instead of A-C, rounds of quiet and flood phases where the outbound flood is the real
+dialer on fake outbound nodes (``esl_app.pools.bench_dialer``; needs Postgres and Redis).
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ def customer(call: Call) -> None:
 def dialer(call: Call) -> None:
     call.answer()
     call.playback("ivr/ivr-welcome_to_freeswitch.wav")
+
+
+@app.route(variables={"esl_app_flow": "isolation"}, pool="outbound")
+def campaign(call: Call) -> None:
+    """The real dialer's answered call (``--dialer``): a message, then the callee hangs up (its node's
+    ``hangup_after``)."""
+    call.answer()
+    call.playback("ivr/ivr-welcome_to_freeswitch.wav")
+    call.wait_for_hangup(timeout=60)
 
 
 # -- generator process ------------------------------------------------------------------------------
@@ -134,6 +146,13 @@ def generate(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def serve_generator() -> None:
+    """``generate`` for each JSON spec line on stdin, one result line each (``--dialer``'s rounds)."""
+    for line in sys.stdin:
+        if line.strip():
+            print(json.dumps(generate(json.loads(line))), flush=True)
+
+
 def start_generators(specs: list[dict[str, Any]]) -> list[subprocess.Popen[str]]:
     return [
         subprocess.Popen(
@@ -188,26 +207,9 @@ def describe(name: str, result: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--generate", help=argparse.SUPPRESS)
-    parser.add_argument("--inbound-capacity", type=int, default=200)
-    parser.add_argument("--outbound-capacity", type=int, default=100)
-    parser.add_argument(
-        "--inbound-rate", type=float, default=None, help="steady inbound calls/s in A and B (default: half capacity)"
-    )
-    parser.add_argument("--hold", type=float, default=2.0, help="seconds each call stays in its playback")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
-    parser.add_argument("--flood-processes", type=int, default=2)
-    parser.add_argument("--pin", action="store_true", help="inbound pool on CPU 0, outbound pool and flood on CPU 1")
-    args = parser.parse_args(argv)
-    if args.generate:
-        print(json.dumps(generate(json.loads(args.generate))), flush=True)
-        return 0
-
-    ncpu = os.cpu_count() or 1
-    pin_in = [0] if args.pin else None
-    pin_out = [1 % ncpu] if args.pin else None
+def launch_supervisor(args: argparse.Namespace) -> subprocess.Popen[str]:
+    """The supervisor serving this module's app on free ports (``supervisor_ports`` waits for it)."""
+    pin_in, pin_out = ([0], [1 % (os.cpu_count() or 1)]) if args.pin else (None, None)
     env = {
         **os.environ,
         "ESL_APP_POOLS__INBOUND__PORT": "0",
@@ -222,22 +224,103 @@ def main(argv: list[str] | None = None) -> int:
         env["ESL_APP_POOLS__INBOUND__CPUS"] = json.dumps(pin_in)
         env["ESL_APP_POOLS__OUTBOUND__CPUS"] = json.dumps(pin_out)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    workdir = tempfile.mkdtemp(prefix="esl-app-bench-")
-    supervisor = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "esl_app.pools", "esl_app.pools.bench:app"],
         env=env,
-        cwd=workdir,
+        cwd=args.workdir,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def supervisor_ports(supervisor: subprocess.Popen[str], *, ready: bool = True) -> tuple[dict[str, int], int | None]:
+    """(each pool's port, the HTTP port), printed once the sockets are bound; ``ready``: also wait for
+    the workers to accept calls (``wait_ready``)."""
     ports: dict[str, int] = {}
+    http_port = None
+    is_ready = False
     assert supervisor.stdout is not None
     for line in supervisor.stdout:
         found = re.match(r"esl-app: pool (\w+) on [\d.]+:(\d+)", line)
         if found:
             ports[found.group(1)] = int(found.group(2))
+        found = re.match(r"esl-app: http on [\d.]+:(\d+)", line)
+        if found:
+            http_port = int(found.group(1))
+            break  # printed after the pools, before the workers are ready
         if line.strip() == "esl-app: ready":
+            is_ready = True
             break
+    if set(ports) != {"inbound", "outbound"}:
+        supervisor.kill()
+        raise SystemExit(f"error: the supervisor did not start both pools (exit {supervisor.wait()})")
+    if ready and not is_ready:
+        wait_ready(supervisor)
+    return ports, http_port
+
+
+def wait_ready(supervisor: subprocess.Popen[str]) -> None:
+    assert supervisor.stdout is not None
+    for line in supervisor.stdout:
+        if line.strip() == "esl-app: ready":
+            return
+    raise SystemExit(f"error: the supervisor's workers did not start (exit {supervisor.wait()})")
+
+
+def stop_supervisor(supervisor: subprocess.Popen[str]) -> None:
+    supervisor.send_signal(signal.SIGTERM)
+    supervisor.wait(timeout=60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--generate", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-generator", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--node-host", help=argparse.SUPPRESS)
+    parser.add_argument("--inbound-capacity", type=int, default=200)
+    parser.add_argument("--outbound-capacity", type=int, default=100)
+    parser.add_argument(
+        "--inbound-rate", type=float, default=None, help="steady inbound calls/s in A and B (default: half capacity)"
+    )
+    parser.add_argument("--hold", type=float, default=2.0, help="seconds each call stays in its playback")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--flood-processes", type=int, default=2)
+    parser.add_argument("--pin", action="store_true", help="inbound pool on CPU 0, outbound pool and flood on CPU 1")
+    dialer = parser.add_argument_group("--dialer: the outbound flood is the real dialer (pools/bench_dialer.py)")
+    dialer.add_argument("--dialer", action="store_true", help="rounds of quiet / dialer-flood phases instead of A-C")
+    dialer.add_argument("--rounds", type=int, default=4, help="quiet + flood rounds (medians across rounds)")
+    dialer.add_argument("--dialers", type=int, default=1, help="esl-app dialer processes")
+    dialer.add_argument("--dialer-cps", type=float, default=None,
+                        help="the campaign's calls/s (default: 2 x outbound capacity / hold, as phase B)")  # fmt: skip
+    dialer.add_argument("--answer-percent", type=int, default=80, help="numbers that answer; the rest are busy, "
+                        "do not answer, or reject")  # fmt: skip
+    dialer.add_argument("--ring", type=float, default=0.1, help="seconds a number rings before it answers")
+    dialer.add_argument("--flood-nice", type=int, default=0, help="nice value of the dialers and the fake nodes "
+                        "(they stand in for other hosts); the outbound pool keeps its priority")  # fmt: skip
+    dialer.add_argument("--dsn", default=None, help="Postgres (default: ESL_APP_DATA_POSTGRES_DSN)")
+    dialer.add_argument("--redis", default=None, help="Redis (default: ESL_APP_DATA_REDIS_URL)")
+    dialer.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args(argv)
+    if args.generate:
+        print(json.dumps(generate(json.loads(args.generate))), flush=True)
+        return 0
+    if args.serve_generator:
+        serve_generator()
+        return 0
+    if args.node_host:
+        from .bench_dialer import node_host
+
+        node_host(json.loads(args.node_host))
+        return 0
+    args.workdir = tempfile.mkdtemp(prefix="esl-app-bench-")
+    if args.dialer:
+        return main_dialer(args)
+
+    ncpu = os.cpu_count() or 1
+    pin_in = [0] if args.pin else None
+    pin_out = [1 % ncpu] if args.pin else None
+    supervisor = launch_supervisor(args)
+    ports, _ = supervisor_ports(supervisor)
     hold, duration = args.hold, args.duration
     if args.inbound_rate is None:
         args.inbound_rate = 0.5 * args.inbound_capacity / hold
@@ -271,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(describe("inbound", c_in), flush=True)
         print(describe("outbound", c_out), flush=True)
     finally:
-        supervisor.send_signal(signal.SIGTERM)
-        supervisor.wait(timeout=60)
+        stop_supervisor(supervisor)
 
     base99 = pct(a["setup_ms"], 0.99)
     ratio = pct(b["setup_ms"], 0.99) / base99
@@ -295,6 +377,33 @@ def main(argv: list[str] | None = None) -> int:
             f"unanswered or failed {other} (target 0); admitted p99 {p99:.2f} ms = {p99 / base99:.2f}x unloaded "
             f"(target <= 2); refusal p99 {pct(result['refusal_ms'], 0.99):.2f} ms at the caller"
         )
+    return 0
+
+
+def main_dialer(args: argparse.Namespace) -> int:
+    from ..data.settings import DataSettings
+    from . import bench_dialer
+
+    settings = DataSettings()
+    args.dsn, args.redis = args.dsn or settings.postgres_dsn, args.redis or settings.redis_url
+    if not args.dsn or not args.redis:
+        print("error: --dialer needs Postgres and Redis (--dsn/--redis or ESL_APP_DATA_*)", file=sys.stderr)
+        return 2
+    quiet = args.json
+    out = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
+    ncpu = os.cpu_count() or 1
+    pinning = " (pinned: inbound pool + its generator CPU 0; outbound pool, dialers, fake nodes CPU 1)"
+    out(f"isolation with the real dialer: {ncpu} CPUs{pinning if args.pin else ''}"
+        f"; inbound capacity {args.inbound_capacity}, outbound capacity {args.outbound_capacity}, one worker each; "
+        f"calls hold {args.hold:g} s; {args.rounds} rounds of quiet / flood, {args.duration:g} s measured each; "
+        f"{f'dialers and nodes at nice {args.flood_nice}; ' if args.flood_nice else ''}"
+        f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    result = bench_dialer.run(args, out)
+    result["load_average"] = os.getloadavg()
+    if quiet:
+        print(json.dumps(result, default=str))
+    else:
+        bench_dialer.report(result)
     return 0
 
 

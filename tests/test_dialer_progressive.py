@@ -191,3 +191,28 @@ def test_the_reservation_counts_idle_agents_waiting_callers_and_calls_not_yet_of
     assert pacing.reserve("support", 3.0, 1, uuids[:2], ttl=30).granted == []
     with pytest.raises(Exception, match="NOQUEUE"):
         pacing.reserve("nosuch", 1.0, 0, uuids, ttl=30)
+
+
+def test_campaign_create_with_a_queue(admin: Any, pg_schema: str, acd: Callable[..., QueueService],
+                                      capsys: Any) -> None:  # fmt: skip
+    from esl_app.cli.dialer import cmd_create
+
+    acd(simple_config(agents=1))
+
+    def create(name: str, **options: Any) -> int:
+        fields: dict[str, Any] = dict(
+            dsn=PG_DSN, schema=pg_schema, name=name, tenant="demo", caller_id="442071234567", caller_name="",
+            gateway="sofia/gateway/carrier", flow="progressive", cps=1.0, max_concurrent=10, max_attempts=3,
+            retry_busy=300.0, retry_no_answer=1800.0, retry_failed=600.0, ring_timeout=30, schedule="",
+            queue="support", dial_ratio=1.0, abandon_message=MESSAGE, abandon_after=2.0, retry_abandoned=259200.0,
+        )  # fmt: skip
+        fields.update(options)
+        return cmd_create(argparse.Namespace(**fields))
+
+    assert create("c1", queue="nosuch") == 2 and "error: no queue named 'nosuch'" in capsys.readouterr().err
+    assert create("c2", abandon_message=None) == 2 and "needs an abandon message" in capsys.readouterr().err
+    assert create("c3", abandon_message="x.wav${system(id)}") == 2
+    assert create("c4", abandon_after=2.5) == 2 and create("c5", dial_ratio=0.5) == 2
+    assert create("c6", dial_ratio=1.5) == 0
+    row = admin.fetch("SELECT queue, dial_ratio, abandon_after, abandon_message, retry_abandoned FROM campaigns")
+    assert [tuple(r) for r in row] == [("support", 1.5, 2.0, MESSAGE, dt.timedelta(hours=72))]

@@ -315,10 +315,13 @@ class Dialer:
         answered = (event.get("Caller-Channel-Answered-Time") or "0") not in ("", "0")
         try:
             self.db(store.record_hangup, call_uuid, cause, answered)
-            campaign_of_call = self.campaigns.get(_int(event.get("variable_esl_app_campaign")))
-            if campaign_of_call is not None and campaign_of_call.queue:
-                self.agents.release(campaign_of_call.queue, call_uuid)
-                self._abandoned(campaign_of_call, call_uuid)
+            queue = event.get("variable_esl_app_queue")
+            if queue:
+                # the call's own variables: recorded even for a campaign stopped meanwhile
+                self.agents.release(queue, call_uuid)
+                campaign_id = _int(event.get("variable_esl_app_campaign"))
+                known = self.campaigns.get(campaign_id)
+                self._abandoned(known.name if known else str(campaign_id), call_uuid)
             adopted = self.adopted.pop(call_uuid, None)
             if adopted is not None:
                 campaign = self.campaigns.get(adopted[0])
@@ -328,14 +331,13 @@ class Dialer:
         except Exception:
             log.exception("dialer %s: recording the hangup of %s failed", self.name, call_uuid)
 
-    def _abandoned(self, campaign: store.Campaign, call_uuid: str) -> bool:
+    def _abandoned(self, campaign: str, call_uuid: str) -> bool:
         """Record the call as abandoned if its flow said so (its Redis mark); once over every instance."""
         if not self.agents.client.exists(abandoned_key(self.agents.prefix, call_uuid)):
             return False
         if self.db(store.abandon, call_uuid):
-            metrics.ABANDONED.labels(campaign.name).inc()
-            log.info("campaign %s: call %s abandoned (no agent within %.1f s)", campaign.name, call_uuid,
-                     campaign.abandon_after)  # fmt: skip
+            metrics.ABANDONED.labels(campaign).inc()
+            log.info("campaign %s: call %s abandoned (no agent in time)", campaign, call_uuid)
         return True
 
     def _node_restarted(self, restart: Restart) -> None:
@@ -386,8 +388,9 @@ class Dialer:
             metrics.DIAL_RATIO.labels(campaign.name).set(plan.ratio if plan.extra else 1.0)
 
     def _reconcile(self, campaign: store.Campaign, orphan: store.Orphan) -> None:
-        if orphan.ended and orphan.answered and campaign.queue and self._abandoned(campaign, orphan.origination_uuid):
-            return
+        abandoned = orphan.ended and orphan.answered and campaign.queue is not None
+        if abandoned and self._abandoned(campaign.name, orphan.origination_uuid):
+            return  # its flow marked it abandoned; the hangup was recorded while its dialer was away
         if orphan.ended:
             outcome = classify(orphan.hangup_cause, answered=orphan.answered)
             self.db(store.settle, campaign, orphan.attempt_id, outcome, orphan.hangup_cause,

@@ -160,12 +160,13 @@ def test_answered_calls_beyond_the_free_agents_are_abandoned_with_the_message_an
     assert "abandoned  1  (0.98% of answered, last 24 h; cap 3%)" in capsys.readouterr().out
 
 
-def test_the_reservation_counts_idle_agents_waiting_callers_and_calls_not_yet_offered(
-    acd: Callable[..., QueueService], redis_client: Any, redis_prefix: str
+def test_campaign_create_with_a_queue_and_the_reservation_arithmetic(
+    acd: Callable[..., QueueService], redis_client: Any, redis_prefix: str, admin: Any, pg_schema: str, capsys: Any
 ) -> None:
     from esl_app.dialer.pacing import AgentPacing
 
     service = acd(simple_config(agents=3))
+    check_campaign_create_with_a_queue(admin, pg_schema, capsys)
     for agent in ("a1", "a2", "a3"):
         service.login(agent)
     pacing = AgentPacing(redis_client, redis_prefix)
@@ -193,11 +194,9 @@ def test_the_reservation_counts_idle_agents_waiting_callers_and_calls_not_yet_of
         pacing.reserve("nosuch", 1.0, 0, uuids, ttl=30)
 
 
-def test_campaign_create_with_a_queue(admin: Any, pg_schema: str, acd: Callable[..., QueueService],
-                                      capsys: Any) -> None:  # fmt: skip
+def check_campaign_create_with_a_queue(admin: Any, pg_schema: str, capsys: Any) -> None:
+    """``esl-app campaign create --queue``: the queue must exist, a message is required, limits are kept."""
     from esl_app.cli.dialer import cmd_create
-
-    acd(simple_config(agents=1))
 
     def create(name: str, **options: Any) -> int:
         fields: dict[str, Any] = dict(

@@ -200,6 +200,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             finished = r.contacts - r.remaining
             line = (f"\r{r.name} {r.status:8} {_bar(finished, r.contacts)} dialled {r.attempts} answered {r.answered}"
                     f" failed {r.failed} in flight {r.in_flight} {r.last_minute / 60:.1f}/s  ")  # fmt: skip
+            if r.queue:
+                line += f"abandoned {r.abandoned} ({100 * r.abandon_rate:.2f}%)  "
             print(line, end="", flush=True)
         else:
             print(f"campaign {r.name}: {r.status}")

@@ -152,6 +152,8 @@ def test_answered_calls_beyond_the_free_agents_are_abandoned_with_the_message_an
     # 1 abandoned of 102 answered: under half the cap, the ratio stays; a third contact is not dialled
     plan = wait_for(lambda: (p := dialer.progress[campaign_id]).rate > 0 and p, 15, 0.02)
     assert plan.rate == pytest.approx(1 / 102) and plan.ratio == 2.0
+    # its contact is due again: the campaign is not done (the abandon and the call's end are one step)
+    assert admin.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign_id) == "running"
     assert metrics.ABANDON_RATE.labels("prog-abandon")._value.get() == pytest.approx(1 / 102)
     from esl_app.cli.dialer import cmd_status
 

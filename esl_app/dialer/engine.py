@@ -314,14 +314,13 @@ class Dialer:
         cause = event.get("Hangup-Cause") or "NORMAL_CLEARING"
         answered = (event.get("Caller-Channel-Answered-Time") or "0") not in ("", "0")
         try:
-            self.db(store.record_hangup, call_uuid, cause, answered)
+            # the call's own variables: a queue call's abandon is recorded even for a campaign stopped meanwhile
             queue = event.get("variable_esl_app_queue")
+            marked = bool(queue) and self._marked_abandoned(call_uuid)
+            if self.db(store.record_hangup, call_uuid, cause, answered, marked) and marked:
+                self._count_abandon(_int(event.get("variable_esl_app_campaign")), call_uuid)
             if queue:
-                # the call's own variables: recorded even for a campaign stopped meanwhile
                 self.agents.release(queue, call_uuid)
-                campaign_id = _int(event.get("variable_esl_app_campaign"))
-                known = self.campaigns.get(campaign_id)
-                self._abandoned(known.name if known else str(campaign_id), call_uuid)
             adopted = self.adopted.pop(call_uuid, None)
             if adopted is not None:
                 campaign = self.campaigns.get(adopted[0])
@@ -331,14 +330,15 @@ class Dialer:
         except Exception:
             log.exception("dialer %s: recording the hangup of %s failed", self.name, call_uuid)
 
-    def _abandoned(self, campaign: str, call_uuid: str) -> bool:
-        """Record the call as abandoned if its flow said so (its Redis mark); once over every instance."""
-        if not self.agents.client.exists(abandoned_key(self.agents.prefix, call_uuid)):
-            return False
-        if self.db(store.abandon, call_uuid):
-            metrics.ABANDONED.labels(campaign).inc()
-            log.info("campaign %s: call %s abandoned (no agent in time)", campaign, call_uuid)
-        return True
+    def _marked_abandoned(self, call_uuid: str) -> bool:
+        """Its flow found no agent in time (``dialer.flow.into_queue`` set the mark before the message)."""
+        return bool(self.agents.client.exists(abandoned_key(self.agents.prefix, call_uuid)))
+
+    def _count_abandon(self, campaign_id: int, call_uuid: str) -> None:
+        known = self.campaigns.get(campaign_id)
+        name = known.name if known else str(campaign_id)
+        metrics.ABANDONED.labels(name).inc()
+        log.info("campaign %s: call %s abandoned (no agent in time)", name, call_uuid)
 
     def _node_restarted(self, restart: Restart) -> None:
         ended = self.db(store.node_restarted, restart.node, restart.new_core_uuid)
@@ -388,9 +388,12 @@ class Dialer:
             metrics.DIAL_RATIO.labels(campaign.name).set(plan.ratio if plan.extra else 1.0)
 
     def _reconcile(self, campaign: store.Campaign, orphan: store.Orphan) -> None:
-        abandoned = orphan.ended and orphan.answered and campaign.queue is not None
-        if abandoned and self._abandoned(campaign.name, orphan.origination_uuid):
-            return  # its flow marked it abandoned; the hangup was recorded while its dialer was away
+        queued = orphan.ended and orphan.answered and campaign.queue is not None
+        if queued and self._marked_abandoned(orphan.origination_uuid):
+            # its flow marked it abandoned; the hangup was recorded by an instance that died before settling
+            if self.db(store.abandon, orphan.origination_uuid):
+                self._count_abandon(campaign.id, orphan.origination_uuid)
+            return
         if orphan.ended:
             outcome = classify(orphan.hangup_cause, answered=orphan.answered)
             self.db(store.settle, campaign, orphan.attempt_id, outcome, orphan.hangup_cause,

@@ -311,15 +311,22 @@ async def release(conn: asyncpg.Connection, contact_id: int) -> None:
     await conn.execute("UPDATE contacts SET lease_until = now() WHERE id = $1 AND state = 'dialing'", contact_id)
 
 
-async def record_hangup(conn: asyncpg.Connection, call_uuid: str, cause: str, answered: bool) -> bool:
-    """CHANNEL_HANGUP_COMPLETE of an attempt's call (any instance sees it): the call is over."""
-    done = await conn.execute(
-        "UPDATE attempts SET ended_at = now(), hangup_cause = $2,"
-        " answered_at = coalesce(answered_at, CASE WHEN $3 THEN now() END) "
-        " WHERE origination_uuid = $1 AND ended_at IS NULL",
-        uuidlib.UUID(call_uuid), cause, answered,
-    )  # fmt: skip
-    return done != "UPDATE 0"
+async def record_hangup(
+    conn: asyncpg.Connection, call_uuid: str, cause: str, answered: bool, abandoned: bool = False
+) -> bool:
+    """CHANNEL_HANGUP_COMPLETE of an attempt's call (any instance sees it): the call is over. With
+    ``abandoned`` (its flow marked it), the attempt is settled ``abandoned`` in the same transaction:
+    a campaign is never seen with the call ended and its contact not yet due again (``finish_if_done``).
+    Returns True when this call abandoned the attempt, else whether it recorded the end."""
+    async with conn.transaction():
+        newly_abandoned = abandoned and await abandon(conn, call_uuid)
+        done = await conn.execute(
+            "UPDATE attempts SET ended_at = now(), hangup_cause = $2,"
+            " answered_at = coalesce(answered_at, CASE WHEN $3 THEN now() END) "
+            " WHERE origination_uuid = $1 AND ended_at IS NULL",
+            uuidlib.UUID(call_uuid), cause, answered,
+        )  # fmt: skip
+    return newly_abandoned if abandoned else done != "UPDATE 0"
 
 
 async def abandon(conn: asyncpg.Connection, call_uuid: str) -> bool:

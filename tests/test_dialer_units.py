@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from esl_app.dialer import InvalidNumber, classify, in_window, next_step, normalize_number, parse_contacts_csv
-from esl_app.dialer.policy import RetryPolicy, parse_schedule
+from esl_app.dialer.policy import RetryPolicy, parse_schedule, progressive
 
 
 def test_numbers_are_normalized_or_refused_with_the_reason() -> None:
@@ -70,6 +70,9 @@ def test_retry_delay_follows_the_class_and_stops_at_max_attempts() -> None:
     assert next_step(policy, "busy", 3, now).state == "exhausted"
     assert next_step(policy, "final", 1, now).state == "exhausted"
     assert next_step(policy, "answered", 1, now).state == "done"
+    # abandoned (answered, no agent in time): not again within 72 h by default (Ofcom)
+    assert next_step(policy, "abandoned", 1, now).at == now + dt.timedelta(hours=72)
+    assert next_step(policy, "abandoned", 3, now).state == "exhausted"
 
 
 def test_the_window_is_read_in_the_tenant_time_zone() -> None:
@@ -97,3 +100,39 @@ def test_the_metrics_are_exposed() -> None:
                  "esl_app_dialer_pacing_error_ratio"):  # fmt: skip
         assert name in text
     assert 'esl_app_dialer_attempts_total{campaign="c",node="fs1",outcome="answered"} 1.0' in text
+
+
+def test_the_abandon_controller_lowers_the_ratio_as_the_rate_nears_the_cap() -> None:
+    # a campaign at ratio 1.8 answers 100 calls a round; its abandons grow, pass 3 %, then stop
+    answered = abandoned = 0
+    seen = []
+    for lost in (0, 0, 1, 2, 3, 4, 6, 10, 0, 0, 0, 0):
+        answered, abandoned = answered + 100, abandoned + lost
+        plan = progressive(1.8, answered, abandoned)
+        seen.append((round(plan.rate, 4), round(plan.ratio, 3), plan.extra, plan.at_cap))
+    assert seen == [
+        (0.0, 1.8, 3, False),  # no abandon: the configured ratio; 3 extra calls could all abandon within 3 %
+        (0.0, 1.8, 6, False),
+        (0.0033, 1.8, 8, False),
+        (0.0075, 1.8, 9, False),
+        (0.012, 1.8, 9, False),  # up to half the cap (1.5 %): still the configured ratio
+        (0.0167, 1.711, 8, False),  # over half the cap: lowered in proportion
+        (0.0229, 1.381, 5, False),
+        (0.0325, 1.0, 0, True),  # over the cap: 1.0, no extra call (pure progressive)
+        (0.0289, 1.059, 1, False),  # under it again: back up as the window's rate falls
+        (0.026, 1.213, 4, False),
+        (0.0236, 1.339, 7, False),
+        (0.0217, 1.444, 10, False),
+    ]
+    ratios = [r for _, r, _, _ in seen]
+    assert ratios[4:8] == sorted(ratios[4:8], reverse=True) and ratios[7:] == sorted(ratios[7:])
+    # exactly at the cap, or far over it: pure progressive whatever the configured ratio
+    for configured, lost in ((1.8, 3), (3.0, 9), (1.2, 50)):
+        plan = progressive(configured, 100, lost)
+        assert (plan.ratio, plan.extra, plan.at_cap) == (1.0, 0, True)
+    # no history: no extra call may be risked, whatever the ratio
+    assert progressive(3.0, 0, 0).extra == 0 and progressive(3.0, 0, 0).at_cap
+    # the extra calls allowed keep the rate within the cap even if every one of them is abandoned; one more would not
+    for answered, abandoned in ((100, 0), (250, 3), (1000, 20), (34, 0), (33, 0)):
+        extra = progressive(1.5, answered, abandoned).extra
+        assert (abandoned + extra) / (answered + extra) <= 0.03 < (abandoned + extra + 1) / (answered + extra + 1)

@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--retry-failed", type=float, default=600)
     create.add_argument("--ring-timeout", type=int, default=30)
     create.add_argument("--schedule", default="", help="'mon-fri 09:00-17:00; sat 10:00-12:00' (tenant time zone)")
+    create.add_argument("--queue", help="dial into this ACD queue, paced by its idle agents (docs/dialer.md)")
+    create.add_argument("--dial-ratio", type=float, default=1.0, help="calls per idle agent: 1.0 progressive .. 3")
+    create.add_argument("--abandon-message", help="played to a call no agent took in time: who called, a number")
+    create.add_argument("--abandon-after", type=float, default=2.0, help="s from answer to an agent, at most 2")
+    create.add_argument("--retry-abandoned", type=float, default=72 * 3600, help="s before an abandoned contact")
     create.set_defaults(func=cmd_create)
 
     load = csub.add_parser("load", help="add contacts from a CSV file (header line; a 'number' column)")
@@ -121,12 +126,21 @@ def cmd_create(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts, retry_busy=dt.timedelta(seconds=args.retry_busy),
             retry_no_answer=dt.timedelta(seconds=args.retry_no_answer),
             retry_failed=dt.timedelta(seconds=args.retry_failed), ring_timeout=args.ring_timeout,
-            schedule=parse_schedule(args.schedule),
+            schedule=parse_schedule(args.schedule), queue=args.queue, dial_ratio=args.dial_ratio,
+            abandon_message=args.abandon_message, abandon_after=args.abandon_after,
+            retry_abandoned=dt.timedelta(seconds=args.retry_abandoned),
         )  # fmt: skip
     except (ValidationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    campaign_id = _run(args, create_campaign, spec)
+    import asyncpg
+
+    try:
+        campaign_id = _run(args, create_campaign, spec)
+    except asyncpg.ForeignKeyViolationError as exc:
+        what = f"no queue named {spec.queue!r}" if "queue" in str(exc) else f"no tenant named {spec.tenant_id!r}"
+        print(f"error: {what}", file=sys.stderr)
+        return 2
     print(f"campaign {args.name} created (id {campaign_id}, draft)")
     return 0
 
@@ -186,6 +200,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             finished = r.contacts - r.remaining
             line = (f"\r{r.name} {r.status:8} {_bar(finished, r.contacts)} dialled {r.attempts} answered {r.answered}"
                     f" failed {r.failed} in flight {r.in_flight} {r.last_minute / 60:.1f}/s  ")  # fmt: skip
+            if r.queue:
+                line += f"abandoned {r.abandoned} ({100 * r.abandon_rate:.2f}%)  "
             print(line, end="", flush=True)
         else:
             print(f"campaign {r.name}: {r.status}")
@@ -196,6 +212,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  in flight  {r.in_flight}")
             print(f"  remaining  {r.remaining}")
             print(f"  calls/s    {r.last_minute / 60:.2f} (last minute)")
+            if r.queue:
+                print(f"  abandoned  {r.abandoned}  ({100 * r.abandon_rate:.2f}% of answered, last 24 h; cap 3%)")
         if not args.follow or (r.status == "done" and r.in_flight == 0):
             if args.follow and not args.json:
                 print()

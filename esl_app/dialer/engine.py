@@ -3,7 +3,8 @@
 Every round (``tick``), for each running campaign inside its calling window:
 
 1. take up to ``batch`` tokens from the campaign's Redis token bucket (calls per second, shared by
-   every instance);
+   every instance); a campaign dialling into a queue also reserves one origination UUID per call its
+   queue's idle agents allow (``AgentPacing``, the ratio and extra calls set by ``policy.progressive``);
 2. claim that many due contacts (``FOR UPDATE SKIP LOCKED``, within max concurrent, do-not-call
    checked), writing each attempt row with its origination UUID in the same transaction;
 3. originate each through the cluster on an outbound node; ``on_attempt`` writes the node (and its
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid as uuidlib
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -36,8 +38,8 @@ from ..cluster.restart import Restart
 from ..data.bridge import Bridge
 from ..data.redis_tier import GeventConnection
 from . import metrics, store
-from .pacing import TokenBucket
-from .policy import LOST_CAUSE, classify, in_window
+from .pacing import AgentPacing, TokenBucket, abandoned_key
+from .policy import LOST_CAUSE, PURE_PROGRESSIVE, Progressive, classify, in_window, progressive
 from .settings import DialerSettings
 
 log = logging.getLogger("esl_app.dialer")
@@ -98,6 +100,10 @@ class Dialer:
         pool = redis.ConnectionPool.from_url(redis_url, connection_class=GeventConnection, socket_timeout=2.0,
                                              socket_connect_timeout=2.0)  # fmt: skip
         self.bucket = TokenBucket(redis.Redis(connection_pool=pool), redis_prefix)
+        self.agents = AgentPacing(self.bucket.client, settings.queue_prefix)
+        # campaign id -> its dial ratio and allowance of extra calls (queue campaigns, every reconcile round)
+        self.progress: dict[int, Progressive] = {}
+        self._unknown_queues: set[str] = set()
         self.bridge = Bridge(f"dialer-{self.name}")
         self.registry = ClusterRegistry(cluster_settings, client_factory=self._client_factory())
         self.paced = _NodePaced(self.registry, self.bucket, settings.node_cps)
@@ -198,13 +204,22 @@ class Dialer:
             if granted and campaign.tenant_cps:
                 # the tenant's own rate (routing data's tenant_limits) binds all its campaigns together
                 allowed = self.bucket.take(f"tenant:{campaign.tenant_id}", campaign.tenant_cps, granted)
-            if not allowed:
-                self.bucket.give_back(key, campaign.cps, granted)
-                continue
-            claimed, blocked = self.db(store.claim, campaign, self.name, self.settings.lease, allowed)
-            self.bucket.give_back(key, campaign.cps, granted - len(claimed))
-            if campaign.tenant_cps:
-                self.bucket.give_back(f"tenant:{campaign.tenant_id}", campaign.tenant_cps, allowed - len(claimed))
+            queue, uuids = campaign.queue, None
+            if allowed and queue:
+                uuids = self._reserve(campaign, queue, allowed)  # the calls its idle agents allow
+            claimed: list[store.Claimed] = []
+            blocked = 0
+            try:
+                if uuids is None or uuids:
+                    claimed, blocked = self.db(store.claim, campaign, self.name, self.settings.lease,
+                                               allowed if uuids is None else len(uuids), uuids)  # fmt: skip
+            finally:
+                self.bucket.give_back(key, campaign.cps, granted - len(claimed))
+                if campaign.tenant_cps:
+                    self.bucket.give_back(f"tenant:{campaign.tenant_id}", campaign.tenant_cps, allowed - len(claimed))
+                if queue and uuids:
+                    used = {c.origination_uuid for c in claimed}
+                    self.agents.release(queue, *(u for u in uuids if u not in used))
             metrics.TOKENS.labels(campaign.name).inc(len(claimed))
             if blocked:
                 metrics.DNC.labels(campaign.name).inc(blocked)
@@ -212,6 +227,26 @@ class Dialer:
                 self.dialing[contact.contact_id] = campaign.id
                 self._calls.spawn(self._dial, campaign, contact)
         return self.settings.tick
+
+    def _reserve(self, campaign: store.Campaign, queue: str, wanted: int) -> list[str]:
+        """The origination UUIDs of the calls the campaign's queue has agents for now (reserved)."""
+        plan = self.progress.get(campaign.id, PURE_PROGRESSIVE)
+        # a reservation outlives the ring and the wait for an agent: then it is a dead dialer's
+        ttl = campaign.ring_timeout + campaign.abandon_after + 10.0
+        try:
+            uuids = [str(uuidlib.uuid4()) for _ in range(wanted)]
+            reading = self.agents.reserve(queue, plan.ratio, plan.extra, uuids, ttl)
+        except redis.ResponseError as exc:
+            if "NOQUEUE" not in str(exc):
+                raise
+            if queue not in self._unknown_queues:
+                self._unknown_queues.add(queue)
+                log.error("campaign %s: queue %r is not in Redis (esl-app queue load): not dialling",
+                          campaign.name, queue)  # fmt: skip
+            return []
+        self._unknown_queues.discard(queue)
+        metrics.QUEUE_IDLE.labels(campaign.name).set(reading.idle)
+        return reading.granted
 
     # -- one attempt -----------------------------------------------------------------------------
     def _variables(self, campaign: store.Campaign, contact: store.Claimed) -> dict[str, object]:
@@ -223,6 +258,10 @@ class Dialer:
             # +OK only once answered (not on early media): "placed" means "answered" for the policy
             ignore_early_media="true",
         )  # fmt: skip
+        if campaign.queue:
+            # what ``dialer.flow.into_queue`` needs: the queue, the abandon window and message
+            variables.update(esl_app_queue=campaign.queue, esl_app_abandon_after=campaign.abandon_after,
+                             esl_app_abandon_message=campaign.abandon_message or "")  # fmt: skip
         return variables
 
     def _dial(self, campaign: store.Campaign, contact: store.Claimed) -> None:
@@ -256,7 +295,11 @@ class Dialer:
             # no node created the call (NO_NODE_AVAILABLE, every node refused): not an attempt
             self.db(store.not_originated, contact.attempt_id, result.cause or NO_NODE)
             metrics.NOT_ORIGINATED.labels(campaign.name).inc()
+            if campaign.queue:
+                self.agents.release(campaign.queue, contact.origination_uuid)
         elif result.status == "failed":
+            if campaign.queue:
+                self.agents.release(campaign.queue, contact.origination_uuid)
             outcome = classify(result.cause)
             self.db(store.settle, campaign, contact.attempt_id, outcome, result.cause, answered=False, ended=True)
             metrics.ATTEMPTS.labels(campaign.name, node, outcome).inc()
@@ -271,7 +314,13 @@ class Dialer:
         cause = event.get("Hangup-Cause") or "NORMAL_CLEARING"
         answered = (event.get("Caller-Channel-Answered-Time") or "0") not in ("", "0")
         try:
-            self.db(store.record_hangup, call_uuid, cause, answered)
+            # the call's own variables: a queue call's abandon is recorded even for a campaign stopped meanwhile
+            queue = event.get("variable_esl_app_queue")
+            marked = bool(queue) and self._marked_abandoned(call_uuid)
+            if self.db(store.record_hangup, call_uuid, cause, answered, marked) and marked:
+                self._count_abandon(_int(event.get("variable_esl_app_campaign")), call_uuid)
+            if queue:
+                self.agents.release(queue, call_uuid)
             adopted = self.adopted.pop(call_uuid, None)
             if adopted is not None:
                 campaign = self.campaigns.get(adopted[0])
@@ -280,6 +329,16 @@ class Dialer:
                     self.db(store.settle, campaign, adopted[2], outcome, cause, answered=answered, ended=True)
         except Exception:
             log.exception("dialer %s: recording the hangup of %s failed", self.name, call_uuid)
+
+    def _marked_abandoned(self, call_uuid: str) -> bool:
+        """Its flow found no agent in time (``dialer.flow.into_queue`` set the mark before the message)."""
+        return bool(self.agents.client.exists(abandoned_key(self.agents.prefix, call_uuid)))
+
+    def _count_abandon(self, campaign_id: int, call_uuid: str) -> None:
+        known = self.campaigns.get(campaign_id)
+        name = known.name if known else str(campaign_id)
+        metrics.ABANDONED.labels(name).inc()
+        log.info("campaign %s: call %s abandoned (no agent in time)", name, call_uuid)
 
     def _node_restarted(self, restart: Restart) -> None:
         ended = self.db(store.node_restarted, restart.node, restart.new_core_uuid)
@@ -321,8 +380,20 @@ class Dialer:
         metrics.ANSWER_RATIO.labels(campaign.name).set(answered / last300 if last300 else 0.0)
         if campaign.status == "running":
             metrics.PACING_ERROR.labels(campaign.name).set((last10 - campaign.cps * 10) / (campaign.cps * 10))
+        if campaign.queue:
+            answered_calls, abandoned = self.db(store.abandon_counts, campaign.id, self.settings.abandon_window)
+            plan = progressive(campaign.dial_ratio, answered_calls, abandoned, campaign.max_abandon_rate)
+            self.progress[campaign.id] = plan
+            metrics.ABANDON_RATE.labels(campaign.name).set(plan.rate)
+            metrics.DIAL_RATIO.labels(campaign.name).set(plan.ratio if plan.extra else 1.0)
 
     def _reconcile(self, campaign: store.Campaign, orphan: store.Orphan) -> None:
+        queued = orphan.ended and orphan.answered and campaign.queue is not None
+        if queued and self._marked_abandoned(orphan.origination_uuid):
+            # its flow marked it abandoned; the hangup was recorded by an instance that died before settling
+            if self.db(store.abandon, orphan.origination_uuid):
+                self._count_abandon(campaign.id, orphan.origination_uuid)
+            return
         if orphan.ended:
             outcome = classify(orphan.hangup_cause, answered=orphan.answered)
             self.db(store.settle, campaign, orphan.attempt_id, outcome, orphan.hangup_cause,
@@ -350,3 +421,10 @@ class Dialer:
         # the node is the same and does not know the UUID, no hangup was recorded: never placed
         if self.db(store.not_originated, orphan.attempt_id, f"{orphan.node} does not know the call"):
             log.info("reconciled attempt %s: not on %s, dialling again", orphan.attempt_id, orphan.node)
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or "0")
+    except ValueError:
+        return 0

@@ -1,7 +1,8 @@
 """Prometheus metrics of a dialer instance (the default registry; ``metrics_port`` serves it).
 
 Attempts per second per campaign and node: ``rate(esl_app_dialer_attempts_total[1m])``; answer
-rate: ``sum(rate(..{outcome="answered"}[5m])) / sum(rate(..[5m]))`` (also the gauge below).
+rate: ``sum(rate(..{outcome="answered"}[5m])) / sum(rate(..[5m]))`` (also the gauge below). Abandon rate
+per campaign (queue campaigns): ``esl_app_dialer_abandon_rate``, the figure the dialer holds under its cap.
 """
 
 from __future__ import annotations
@@ -23,3 +24,17 @@ PACING_ERROR = Gauge(
     "(attempts started in the last 10 s by every instance - cps x 10) / (cps x 10), while running",
     ["campaign"],
 )
+ABANDONED = Counter(
+    "esl_app_dialer_abandoned_total",
+    "answered calls no agent took in time (they heard the abandon message)",
+    ["campaign"],
+)
+ABANDON_RATE = Gauge(
+    "esl_app_dialer_abandon_rate",
+    "abandoned / answered (abandoned included) over the abandon window (24 h), every instance's; cap 0.03",
+    ["campaign"],
+)
+DIAL_RATIO = Gauge(
+    "esl_app_dialer_dial_ratio", "calls per idle agent the campaign dials now (1.0: progressive)", ["campaign"]
+)
+QUEUE_IDLE = Gauge("esl_app_dialer_queue_idle_agents", "idle agents of the campaign's queue, last round", ["campaign"])

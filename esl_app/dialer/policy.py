@@ -8,19 +8,25 @@ Outcome classes (``attempts.outcome``):
   retried after the campaign's delay for that class until ``max_attempts``;
 - ``final``: the number cannot be reached however often it is tried (UNALLOCATED_NUMBER,
   INVALID_NUMBER_FORMAT, NO_ROUTE_DESTINATION, ...): no retry;
-- ``lost``: the node died with the call on it before it was answered: retried like ``failed``.
+- ``lost``: the node died with the call on it before it was answered: retried like ``failed``;
+- ``abandoned``: answered, but no agent of the campaign's queue took it within ``abandon_after``
+  (it heard the abandon message): retried no sooner than ``retry_abandoned`` (72 h by default).
+
+``progressive`` turns a campaign's abandon figures into its dial ratio and its allowance of calls
+beyond one per idle agent (docs/dialer.md, "Progressive dialing").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-Outcome = Literal["answered", "busy", "no_answer", "failed", "final", "lost"]
+Outcome = Literal["answered", "busy", "no_answer", "failed", "final", "lost", "abandoned"]
 
 BUSY_CAUSES = frozenset({"USER_BUSY"})
 NO_ANSWER_CAUSES = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL", "ALLOTTED_TIMEOUT",
@@ -54,6 +60,7 @@ class RetryPolicy(BaseModel):
     retry_busy: dt.timedelta
     retry_no_answer: dt.timedelta
     retry_failed: dt.timedelta
+    retry_abandoned: dt.timedelta = dt.timedelta(hours=72)
 
 
 class Next(BaseModel):
@@ -68,8 +75,42 @@ def next_step(policy: RetryPolicy, outcome: Outcome, attempts_made: int, now: dt
         return Next(state="done")
     if outcome == "final" or attempts_made >= policy.max_attempts:
         return Next(state="exhausted")
-    delay = {"busy": policy.retry_busy, "no_answer": policy.retry_no_answer}.get(outcome, policy.retry_failed)
+    delays = {"busy": policy.retry_busy, "no_answer": policy.retry_no_answer, "abandoned": policy.retry_abandoned}
+    delay = delays.get(outcome, policy.retry_failed)
     return Next(state="pending", at=now + delay)
+
+
+class Progressive(BaseModel):
+    """How a queue-paced campaign dials now: ``ratio`` calls per idle agent, and at most ``extra`` calls
+    beyond one per idle agent. ``at_cap``: pure progressive (one call per idle, unreserved agent)."""
+
+    ratio: float
+    extra: int
+    rate: float  # abandoned / answered (abandoned included) over the window
+    at_cap: bool
+
+
+PURE_PROGRESSIVE = Progressive(ratio=1.0, extra=0, rate=0.0, at_cap=True)
+
+
+def progressive(configured: float, answered: int, abandoned: int, cap: float = 0.03) -> Progressive:
+    """The ratio and the allowance of extra calls for a campaign whose window counts ``answered``
+    live calls (abandoned ones included) of which ``abandoned`` were abandoned. Pure.
+
+    - the ratio: ``configured`` while the rate is at most half the cap, then lowered in proportion,
+      down to 1.0 when the rate reaches the cap;
+    - the allowance: as many extra calls as could ALL be answered and abandoned with the window's
+      rate still within the cap: ``(cap x answered - abandoned) / (1 - cap)``. A campaign with no
+      history has none: it dials progressively until enough answered calls give it headroom.
+    """
+    rate = abandoned / answered if answered else 0.0
+    if rate >= cap:
+        return Progressive(ratio=1.0, extra=0, rate=rate, at_cap=True)
+    ratio = configured
+    if rate > cap / 2:
+        ratio = 1.0 + (configured - 1.0) * (cap - rate) / (cap / 2)
+    extra = max(0, math.floor((cap * answered - abandoned) / (1.0 - cap) + 1e-9))
+    return Progressive(ratio=ratio, extra=extra, rate=rate, at_cap=extra == 0 or ratio <= 1.0)
 
 
 class Span(BaseModel):
@@ -109,4 +150,3 @@ def parse_schedule(text: str) -> list[Span]:
             for weekday in range(lo, hi + 1):
                 spans.append(Span(weekday=weekday, opens=opens, closes=closes))
     return spans
-

@@ -25,10 +25,23 @@ class DialerSettings(BaseSettings):
     reconcile_interval: float = Field(1.0, gt=0)
     batch: int = Field(50, ge=1, description="most contacts claimed per campaign per round")
     node_cps: float = Field(
-        0.0, ge=0, description="calls per second one node of weight 1 takes from all dialers (its sessions-per-second"
+        0.0,
+        ge=0,
+        description="calls per second one node of weight 1 takes from all dialers (its sessions-per-second"
         " in switch.conf, less inbound traffic); 0: no per-node limit",
     )
     unseen_end_after: float = Field(
-        300.0, gt=0, description="s after which an answered call with no recorded hangup is asked of its node",
+        300.0,
+        gt=0,
+        description="s after which an answered call with no recorded hangup is asked of its node",
+    )
+    queue_prefix: str = Field(
+        "esl-app:",
+        description="Redis key prefix of the ACD queues (QueueService's; `esl-app queue --prefix`)",
+    )
+    abandon_window: float = Field(
+        86400.0,
+        gt=0,
+        description="s over which a campaign's abandon rate is measured and capped (Ofcom: 24 h)",
     )
     metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port")

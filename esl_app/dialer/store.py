@@ -12,7 +12,7 @@ import uuid as uuidlib
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .numbers import ContactRow
 from .policy import Next, Outcome, RetryPolicy, Span, next_step
@@ -33,6 +33,20 @@ class CampaignSpec(BaseModel):
     retry_failed: dt.timedelta = dt.timedelta(minutes=10)
     ring_timeout: int = Field(30, ge=1, le=600)
     schedule: list[Span] = Field(default_factory=list)
+    # progressive dialing into an ACD queue (docs/dialer.md): None = paced by cps and max_concurrent only
+    queue: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    dial_ratio: float = Field(1.0, ge=1.0, le=3.0)
+    abandon_after: float = Field(2.0, gt=0, le=2.0)
+    # played to an abandoned call: a file or URL naming who called (no spaces, braces, ${...})
+    abandon_message: str | None = Field(None, pattern=r"^[A-Za-z0-9_./:@+=\-]{1,255}$")
+    max_abandon_rate: float = Field(0.03, gt=0, le=0.03)
+    retry_abandoned: dt.timedelta = dt.timedelta(hours=72)
+
+    @model_validator(mode="after")
+    def _queue_needs_message(self) -> CampaignSpec:
+        if self.queue is not None and self.abandon_message is None:
+            raise ValueError("a campaign dialling into a queue needs an abandon message (who called, a number)")
+        return self
 
 
 class Campaign(CampaignSpec):
@@ -44,7 +58,8 @@ class Campaign(CampaignSpec):
     @property
     def policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, retry_busy=self.retry_busy,
-                           retry_no_answer=self.retry_no_answer, retry_failed=self.retry_failed)  # fmt: skip
+                           retry_no_answer=self.retry_no_answer, retry_failed=self.retry_failed,
+                           retry_abandoned=self.retry_abandoned)  # fmt: skip
 
 
 class Claimed(BaseModel):
@@ -77,6 +92,7 @@ class UnknownCampaign(LookupError):
 
 _CAMPAIGN_COLUMNS = """c.id, c.name, c.tenant_id, c.caller_id_number, c.caller_id_name, c.gateway, c.flow, c.cps,
     c.max_concurrent, c.max_attempts, c.retry_busy, c.retry_no_answer, c.retry_failed, c.ring_timeout, c.status,
+    c.queue, c.dial_ratio, c.abandon_after, c.abandon_message, c.max_abandon_rate, c.retry_abandoned,
     t.timezone, (SELECT nullif(l.calls_per_second, 0)::real FROM tenant_limits l WHERE l.tenant_id = c.tenant_id)
     AS tenant_cps"""
 
@@ -85,11 +101,14 @@ async def create_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> int:
     async with conn.transaction():
         campaign_id = await conn.fetchval(
             """INSERT INTO campaigns (name, tenant_id, caller_id_number, caller_id_name, gateway, flow, cps,
-                   max_concurrent, max_attempts, retry_busy, retry_no_answer, retry_failed, ring_timeout)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id""",
+                   max_concurrent, max_attempts, retry_busy, retry_no_answer, retry_failed, ring_timeout,
+                   queue, dial_ratio, abandon_after, abandon_message, max_abandon_rate, retry_abandoned)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+               RETURNING id""",
             spec.name, spec.tenant_id, spec.caller_id_number, spec.caller_id_name, spec.gateway, spec.flow, spec.cps,
             spec.max_concurrent, spec.max_attempts, spec.retry_busy, spec.retry_no_answer, spec.retry_failed,
-            spec.ring_timeout,
+            spec.ring_timeout, spec.queue, spec.dial_ratio, spec.abandon_after, spec.abandon_message,
+            spec.max_abandon_rate, spec.retry_abandoned,
         )  # fmt: skip
         await conn.executemany(
             "INSERT INTO campaign_hours (campaign_id, weekday, opens, closes) VALUES ($1, $2, $3, $4)",
@@ -153,9 +172,15 @@ async def add_dnc(conn: asyncpg.Connection, numbers: list[str], tenant_id: str |
 
 
 async def claim(
-    conn: asyncpg.Connection, campaign: Campaign, dialer: str, lease: float, limit: int
+    conn: asyncpg.Connection,
+    campaign: Campaign,
+    dialer: str,
+    lease: float,
+    limit: int,
+    uuids: list[str] | None = None,
 ) -> tuple[list[Claimed], int]:
-    """Claim up to ``limit`` due contacts (fewer when max concurrent is near) and write their attempt rows.
+    """Claim up to ``limit`` due contacts (fewer when max concurrent is near) and write their attempt rows,
+    with the origination UUIDs ``uuids`` in order when given (reserved for an agent already), else new ones.
 
     One transaction: contacts are locked ``FOR UPDATE SKIP LOCKED`` (other instances take others);
     a per-campaign advisory lock makes "count live calls, then claim" exact across instances. A
@@ -187,13 +212,14 @@ async def claim(
                FOR UPDATE OF c SKIP LOCKED""",
             campaign.id, campaign.tenant_id, room,
         )  # fmt: skip
+        fresh = iter(uuids or [])
         for row in rows:
             if row["blocked"]:
                 await conn.execute("UPDATE contacts SET state = 'dnc', last_outcome = 'dnc' WHERE id = $1", row["id"])
                 blocked += 1
                 continue
             number = row["attempts"] + 1
-            call_uuid = str(uuidlib.uuid4())
+            call_uuid = next(fresh, None) or str(uuidlib.uuid4())
             await conn.execute(
                 "UPDATE contacts SET state = 'dialing', attempts = $2, lease_owner = $3,"
                 " lease_until = now() + make_interval(secs => $4) WHERE id = $1",
@@ -285,15 +311,63 @@ async def release(conn: asyncpg.Connection, contact_id: int) -> None:
     await conn.execute("UPDATE contacts SET lease_until = now() WHERE id = $1 AND state = 'dialing'", contact_id)
 
 
-async def record_hangup(conn: asyncpg.Connection, call_uuid: str, cause: str, answered: bool) -> bool:
-    """CHANNEL_HANGUP_COMPLETE of an attempt's call (any instance sees it): the call is over."""
-    done = await conn.execute(
-        "UPDATE attempts SET ended_at = now(), hangup_cause = $2,"
-        " answered_at = coalesce(answered_at, CASE WHEN $3 THEN now() END) "
-        " WHERE origination_uuid = $1 AND ended_at IS NULL",
-        uuidlib.UUID(call_uuid), cause, answered,
+async def record_hangup(
+    conn: asyncpg.Connection, call_uuid: str, cause: str, answered: bool, abandoned: bool = False
+) -> bool:
+    """CHANNEL_HANGUP_COMPLETE of an attempt's call (any instance sees it): the call is over. With
+    ``abandoned`` (its flow marked it), the attempt is settled ``abandoned`` in the same transaction:
+    a campaign is never seen with the call ended and its contact not yet due again (``finish_if_done``).
+    Returns True when this call abandoned the attempt, else whether it recorded the end."""
+    async with conn.transaction():
+        newly_abandoned = abandoned and await abandon(conn, call_uuid)
+        done = await conn.execute(
+            "UPDATE attempts SET ended_at = now(), hangup_cause = $2,"
+            " answered_at = coalesce(answered_at, CASE WHEN $3 THEN now() END) "
+            " WHERE origination_uuid = $1 AND ended_at IS NULL",
+            uuidlib.UUID(call_uuid), cause, answered,
+        )  # fmt: skip
+    return newly_abandoned if abandoned else done != "UPDATE 0"
+
+
+async def abandon(conn: asyncpg.Connection, call_uuid: str) -> bool:
+    """The answered call ``call_uuid`` got no agent in time (its flow said so): outcome ``abandoned``
+    (over ``answered``, or first), its contact due again after the campaign's ``retry_abandoned``.
+    False when it was abandoned already (every instance hears the hangup) or is not an attempt."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE attempts a SET outcome = 'abandoned', answered_at = coalesce(a.answered_at, now()),
+                      originated_at = coalesce(a.originated_at, now())
+               FROM campaigns c WHERE a.origination_uuid = $1 AND c.id = a.campaign_id
+                 AND (a.outcome IS NULL OR a.outcome = 'answered')
+               RETURNING a.contact_id, c.max_attempts, c.retry_abandoned""",
+            uuidlib.UUID(call_uuid),
+        )  # fmt: skip
+        if row is None:
+            return False
+        attempts = await conn.fetchval("SELECT attempts FROM contacts WHERE id = $1", row["contact_id"])
+        zero = dt.timedelta()
+        policy = RetryPolicy(max_attempts=row["max_attempts"], retry_busy=zero, retry_no_answer=zero,
+                             retry_failed=zero, retry_abandoned=row["retry_abandoned"])  # fmt: skip
+        step = next_step(policy, "abandoned", int(attempts), dt.datetime.now(dt.UTC))
+        await conn.execute(
+            "UPDATE contacts SET state = $2, last_outcome = 'abandoned',"
+            " next_attempt_at = coalesce($3, next_attempt_at), lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            row["contact_id"], step.state, step.at,
+        )  # fmt: skip
+    return True
+
+
+async def abandon_counts(conn: asyncpg.Connection, campaign_id: int, window: float) -> tuple[int, int]:
+    """(answered calls, abandoned ones included; abandoned calls) answered in the last ``window`` seconds,
+    every instance's: the abandon rate the campaign is held to."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE outcome IN ('answered', 'abandoned')) AS answered,
+                  count(*) FILTER (WHERE outcome = 'abandoned') AS abandoned
+           FROM attempts WHERE campaign_id = $1 AND answered_at IS NOT NULL
+             AND answered_at > now() - make_interval(secs => $2)""",
+        campaign_id, window,
     )  # fmt: skip
-    return done != "UPDATE 0"
+    return int(row["answered"]), int(row["abandoned"])
 
 
 async def node_restarted(conn: asyncpg.Connection, node: str, new_core_uuid: str | None) -> int:
@@ -352,6 +426,9 @@ class Report(BaseModel):
     in_flight: int
     remaining: int
     last_minute: int
+    abandoned: int = 0
+    abandon_rate: float = 0.0  # abandoned / answered (abandoned included), last 24 h
+    queue: str | None = None
 
 
 async def report(conn: asyncpg.Connection, name: str) -> Report:
@@ -364,7 +441,12 @@ async def report(conn: asyncpg.Connection, name: str) -> Report:
                   count(*) FILTER (WHERE outcome IN ('busy', 'no_answer', 'failed', 'final', 'lost')) AS failed,
                   count(*) FILTER (WHERE ended_at IS NULL AND outcome IS DISTINCT FROM 'not_originated') AS in_flight,
                   count(*) FILTER (WHERE created_at > now() - interval '60 seconds'
-                                   AND outcome IS DISTINCT FROM 'not_originated') AS last_minute
+                                   AND outcome IS DISTINCT FROM 'not_originated') AS last_minute,
+                  count(*) FILTER (WHERE outcome = 'abandoned') AS abandoned,
+                  count(*) FILTER (WHERE outcome IN ('answered', 'abandoned')
+                                   AND answered_at > now() - interval '24 hours') AS live_24h,
+                  count(*) FILTER (WHERE outcome = 'abandoned'
+                                   AND answered_at > now() - interval '24 hours') AS abandoned_24h
            FROM attempts WHERE campaign_id = $1""",
         campaign.id,
     )
@@ -372,14 +454,19 @@ async def report(conn: asyncpg.Connection, name: str) -> Report:
         name=name, status=campaign.status, contacts=sum(states.values()), states=states, attempts=row["attempts"],
         answered=row["answered"], failed=row["failed"], in_flight=row["in_flight"],
         remaining=states.get("pending", 0) + states.get("dialing", 0), last_minute=row["last_minute"],
+        abandoned=row["abandoned"], abandon_rate=row["abandoned_24h"] / row["live_24h"] if row["live_24h"] else 0.0,
+        queue=campaign.queue,
     )  # fmt: skip
 
 
 async def finish_if_done(conn: asyncpg.Connection, campaign_id: int) -> bool:
-    """A running campaign with nobody left to call (nor a call to settle) is done."""
+    """A running campaign with nobody left to call (nor a call to settle) is done. One dialling into a
+    queue also waits for its calls to end: an answered call may still turn out abandoned (and be retried)."""
     done = await conn.execute(
-        "UPDATE campaigns SET status = 'done', updated_at = now() WHERE id = $1 AND status = 'running'"
-        " AND NOT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = $1 AND state IN ('pending', 'dialing'))",
+        "UPDATE campaigns c SET status = 'done', updated_at = now() WHERE id = $1 AND status = 'running'"
+        " AND NOT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = $1 AND state IN ('pending', 'dialing'))"
+        " AND (c.queue IS NULL OR NOT EXISTS (SELECT 1 FROM attempts a WHERE a.campaign_id = $1"
+        " AND a.ended_at IS NULL AND a.outcome IS DISTINCT FROM 'not_originated'))",
         campaign_id,
     )
     return done == "UPDATE 1"

@@ -21,7 +21,7 @@ from esl_app.queue import AcdConfig, AgentConfig, QueueConfig, Tier
 from esl_app.queue.caller import ring_all_dial_string
 from esl_app.testing.simulate import simulate_call
 
-LEG = re.compile(r"\[origination_uuid=[0-9a-f-]{36}\](user/a\d)")
+LEG = re.compile(r"\[origination_uuid=[0-9a-f-]{36},esl_app_queue_agent=(a\d)\]user/\1")
 
 
 def queue_app(**options):
@@ -75,7 +75,7 @@ def test_first_to_answer_is_bridged_and_the_others_are_idle_at_once(acd_live):
     assert waiter.offer.legs == [("a1", "user/a1"), ("a3", "user/a3")]
     result = call.get(timeout=20)
     (dial,) = result.args("bridge")
-    assert dial.startswith("{ignore_early_media=true}") and LEG.findall(dial) == ["user/a1", "user/a2", "user/a3"]
+    assert dial.startswith("{ignore_early_media=true}") and LEG.findall(dial) == ["a1", "a2", "a3"]
     assert result.verbs.count("bridge") == 1  # one offer, one bridge ringing all three
     assert outcomes[0].outcome == "answered" and outcomes[0].agent == "a2" and outcomes[0].offers == 1
     assert service.agent("a2")["state"] == "Wrap-up"  # not free before then: "next" could not get it
@@ -91,6 +91,19 @@ def test_a_leg_that_failed_by_itself_is_penalised_even_when_another_answers(acd_
     assert outcomes[0].agent == "a3"
     assert service.agent("a1")["na_count"] == "1" and int(service.agent("a1")["na_until"]) > time.time() * 1000
     assert service.agent("a2").get("na_count", "0") == "0"
+
+
+def test_a_second_registration_of_an_agent_answers(acd_live):
+    """``user/a2`` rings two phones: the one that answers is not the channel named by origination_uuid,
+    so the agent is read from the variable every channel of its leg carries."""
+    service = ring_all(acd_live, wrap_up_seconds=30)
+    app, outcomes = queue_app()
+    # the B-leg is asked while it talks (0.6 s: time for the question on a busy machine)
+    legs = {"user/a2": "answer_fork", "*": "no_answer"}
+    result = simulate_call(app, destination="1000", bridge=legs, app_seconds={"bridge": 0.6})
+    assert outcomes[0].outcome == "answered" and outcomes[0].agent == "a2"
+    assert any(c.startswith("uuid_getvar ") and c.endswith(" esl_app_queue_agent") for c in result.record.api_commands)
+    assert [service.agent(a)["state"] for a in ("a1", "a2", "a3")] == ["Idle", "Wrap-up", "Idle"]
 
 
 def test_nobody_answers_all_get_the_no_answer_handling(acd_live):

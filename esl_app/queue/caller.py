@@ -249,16 +249,22 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
 # a ring-all leg ended with one of these was cancelled (another agent answered, or the caller left):
 # no penalty for its agent (mod_callcenter's outbound_agent_thread_run does the same)
 _CANCELLED = frozenset({"LOSE_RACE", "ORIGINATOR_CANCEL", "NONE", ""})
+# set on every channel of an agent's leg; origination_uuid names only the first (a user registered
+# on two phones gets two channels), so the agent of another is read back from this
+AGENT_VARIABLE = "esl_app_queue_agent"
 
 
 def ring_all_dial_string(legs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
-    """``[origination_uuid=U1]user/1001,[origination_uuid=U2]user/1002``: FreeSWITCH rings the legs at
-    once and bridges the first to answer. Each leg's uuid is chosen here, so the B-leg named by
-    CHANNEL_BRIDGE tells which agent answered. Returns the dial string and uuid -> agent. A contact
+    """``[origination_uuid=U1,esl_app_queue_agent=1001]user/1001,[...]user/1002``: FreeSWITCH rings the
+    legs at once and bridges the first to answer. Each leg's uuid is chosen here, so the B-leg named
+    by CHANNEL_BRIDGE tells which agent answered. Returns the dial string and uuid -> agent. A contact
     that is not exactly one endpoint (``,`` ``|`` ``:_:``, brackets, ``$``...) is refused: it would ring
-    or set more than its agent's leg."""
+    or set more than its agent's leg. Agent ids are ``[A-Za-z0-9_.@-]`` (AgentConfig)."""
     uuids = [str(uuidlib.uuid4()) for _ in legs]
-    dial = ",".join(f"[origination_uuid={u}]{check_destination(c)}" for u, (_, c) in zip(uuids, legs, strict=True))
+    dial = ",".join(
+        f"[origination_uuid={u},{AGENT_VARIABLE}={agent}]{check_destination(contact)}"
+        for u, (agent, contact) in zip(uuids, legs, strict=True)
+    )
     return dial, {u: agent for u, (agent, _) in zip(uuids, legs, strict=True)}
 
 
@@ -275,11 +281,24 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
         return None
     held: list[Offer] = []  # the offer as the agent who answered holds it, once known
 
+    def who_answered(b_leg: str) -> str | None:
+        if b_leg in agents:
+            return agents[b_leg]
+        try:  # another channel of an agent's leg (a second registration): ask it
+            agent = call.api("uuid_getvar", b_leg, AGENT_VARIABLE).strip()
+        except (CallEnded, CommandError, CommandTimeout) as exc:
+            log.debug("%s: uuid_getvar of the answering leg %s: %s", offer.caller, b_leg, exc)
+            return None
+        return agent if agent in agents.values() else None
+
     def connect(b_leg: str | None, causes: list[str]) -> None:
-        agent = agents.get(b_leg or "")
-        if held or agent is None:
-            if agent is None:
-                log.error("%s: ring-all answered by an unknown leg %s", offer.caller, b_leg)
+        if held or not b_leg:
+            return
+        agent = who_answered(b_leg)
+        if held:  # the other greenlet settled it meanwhile
+            return
+        if agent is None:
+            log.error("%s: ring-all answered by a leg of no agent of the offer: %s", offer.caller, b_leg)
             return
         held.append(offer.answered_by(agent))
         # a leg that failed by itself before the answer (busy, rejected) is penalised as mod_callcenter does

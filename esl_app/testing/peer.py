@@ -92,7 +92,9 @@ class CallScript(BaseModel):
     hangup_at: int | None = None
     hangup_before_connect: bool = False
     hangup_cause: str = "NORMAL_CLEARING"
-    # outcome per bridge dialstring ("*" = default): answer, busy, no_answer, fail:<CAUSE>
+    # outcome per bridge dialstring or per leg of one ("user/1002"; "*" = default): answer, busy, no_answer,
+    # fail:<CAUSE>, or answer_fork: the user's second registration answers, a channel with its own uuid
+    # (the leg's origination_uuid went to the first registration's channel, which lost the race)
     bridge: dict[str, str] = Field(default_factory=dict)
     # simulated run time per application name (default 0: complete at once)
     app_seconds: dict[str, float] = Field(default_factory=dict)
@@ -108,9 +110,11 @@ class CallScript(BaseModel):
     @classmethod
     def _check_bridge(cls, value: dict[str, str]) -> dict[str, str]:
         for dialstring, outcome in value.items():
-            if outcome not in ("answer", "busy", "no_answer") and not re.fullmatch(r"fail:[A-Z_]+", outcome):
+            if outcome not in ("answer", "answer_fork", "busy", "no_answer") and not re.fullmatch(
+                r"fail:[A-Z_]+", outcome
+            ):
                 raise ValueError(
-                    f"bridge outcome for {dialstring!r} must be answer, busy, no_answer or fail:<CAUSE>,"
+                    f"bridge outcome for {dialstring!r} must be answer, answer_fork, busy, no_answer or fail:<CAUSE>,"
                     f" not {outcome!r}"
                 )
         return value
@@ -669,6 +673,7 @@ class FakeFreeSWITCH(EventSubscriptions):
         self._private: deque[_Message] = deque()
         self._stack: list[_Frame] = []
         self._bridge_frame: _Frame | None = None  # an answered bridge in progress
+        self._b_leg_variables: dict[str, str] = {}  # the bridged B-leg's own variables (its dial string's)
         self._far_cause: str | None = None  # why its B-leg hung up (uuid_kill of the B-leg)
         self._executes_received = 0
         dtmf = self.script.dtmf
@@ -1263,6 +1268,8 @@ class FakeFreeSWITCH(EventSubscriptions):
         if command == "uuid_getvar":
             if len(args) < 2:
                 return "-USAGE: <uuid> <var>\n"
+            if self._bridge_frame is not None and args[0] == self._bridge_frame.arg_b_leg:
+                return self._b_leg_variables.get(args[1]) or "_undef_"
             if not own(args[0]):
                 return "-ERR No such channel!\n"
             return self.channel.get_var(args[1]) or "_undef_"
@@ -1860,18 +1867,26 @@ class FakeFreeSWITCH(EventSubscriptions):
             for leg in group:
                 outcome = whole or self.script.bridge.get(leg.text, self.script.bridge.get("*", "answer"))
                 legs.append((leg, outcome, leg.variables.get("origination_uuid") or str(uuidlib.uuid4())))
-            placed += [f"{uuid};Outbound Call;{leg.target}" for leg, _, uuid in legs]
-            answered = [(leg, uuid) for leg, outcome, uuid in legs if outcome == "answer"]
+            answered = [
+                (leg, uuid if outcome == "answer" else str(uuidlib.uuid4()))
+                for leg, outcome, uuid in legs
+                if outcome in ("answer", "answer_fork")
+            ]
             if answered:
                 # the first to answer wins; legs still ringing are hung up with LOSE_RACE
                 winner = answered[0]
-                for _, outcome, uuid in legs:
-                    leg_cause = "NONE" if uuid == winner[1] else _bridge_cause(outcome) or "LOSE_RACE"
+                for leg, outcome, uuid in legs:
+                    if leg is winner[0]:  # its channel: the one with origination_uuid, or the fork's
+                        uuid, leg_cause = winner[1], "NONE"
+                    else:
+                        leg_cause = _bridge_cause(outcome) or "LOSE_RACE"
                     causes.append(f"{uuid};{leg_cause}")
+                    placed.append(f"{uuid};Outbound Call;{leg.target}")
                 break
             # nobody answers: a leg that rings lasts until the timeout (NO_ANSWER), else the first cause
             group_causes = [_bridge_cause(outcome) or "NO_ANSWER" for _, outcome, _ in legs]
             causes += [f"{uuid};{c}" for (_, _, uuid), c in zip(legs, group_causes, strict=True)]
+            placed += [f"{uuid};Outbound Call;{leg.target}" for leg, _, uuid in legs]
             cause = "NO_ANSWER" if "NO_ANSWER" in group_causes else group_causes[0]
             if self._wait_app(frame, runtime) == "hangup":
                 return
@@ -1920,6 +1935,7 @@ class FakeFreeSWITCH(EventSubscriptions):
         bridge_ids: Pairs = [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)]
         self._emit_channel("CHANNEL_BRIDGE", first=bridge_ids)
         frame.arg_b_leg, self._bridge_frame, self._far_cause = b_uuid, frame, None
+        self._b_leg_variables = dict(leg.variables)
         try:
             outcome_wait = self._wait_app(frame, runtime)
         finally:

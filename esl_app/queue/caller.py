@@ -280,6 +280,7 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
         service.ring_outcome(offer, "no_answer")
         return None
     held: list[Offer] = []  # the offer as the agent who answered holds it, once known
+    settling = Event()  # CHANNEL_BRIDGE came: the watcher is reporting who answered
 
     def who_answered(b_leg: str) -> str | None:
         if b_leg in agents:
@@ -321,8 +322,15 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
             event = call.session.wait_for_event(lambda e: e.name == "CHANNEL_BRIDGE", ring + 5)
         except Exception:
             return
+        settling.set()
         b_leg = event.get("Other-Leg-Unique-ID") or event.get("Bridge-B-Unique-ID")
         connect(b_leg, event.headers.get_array("variable_originate_causes"))
+
+    def stop() -> None:
+        renewer.kill(block=False)
+        if settling.is_set():  # let it finish: cut mid-script, the losers would wait for their lease
+            watcher.join(timeout=10)
+        watcher.kill(block=False)
 
     watcher = gevent.spawn(watch_bridge)
     renewer = gevent.spawn(keep_lease)
@@ -333,16 +341,14 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
         # ignore_early_media: one agent's early media must not reach the caller nor end the race (mod_callcenter)
         result = call.bridge(dial, timeout=ring, variables={"ignore_early_media": "true"})
     except CallEnded:
-        watcher.kill(block=False)
-        renewer.kill(block=False)
+        stop()
         if held:  # the caller hung up during the call
             service.offer_outcome(held[0], "ended")
         else:  # while ringing: every agent is released (LEAVE frees all the offer's agents)
             service.leave(offer.caller, "abandoned")
         raise
     bridge_ended_at = time.time()
-    watcher.kill(block=False)
-    renewer.kill(block=False)
+    stop()
     service.record_latency(offer, latency)
     if result.answered:
         if not held:  # CHANNEL_BRIDGE was missed: the bridge's own variables name the B-leg

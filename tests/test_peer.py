@@ -739,6 +739,47 @@ def test_bridge_failures(outcome: str, cause: str, dialstatus: str, hangs_up: bo
     assert record.variables["DIALSTATUS"] == dialstatus
 
 
+def test_bridge_rings_comma_legs_at_once_and_the_first_answer_wins() -> None:
+    """``a,b,c`` rings every leg; the first to answer is bridged (its ``origination_uuid`` is the
+    B-leg), legs still ringing get LOSE_RACE and a busy leg keeps its own cause (switch_ivr_originate.c)."""
+    legs = {"user/a1": "no_answer", "user/a2": "answer", "user/a3": "busy"}
+    _peer, client, greenlet = connected(CallScript(bridge=legs))
+    dial = "{ignore_early_media=true}[origination_uuid=u-1]user/a1,[origination_uuid=u-2,x=1]user/a2,"
+    dial += "[origination_uuid=u-3]user/a3"
+    client.send(commands.execute("set", "continue_on_fail=true"), commands.execute("bridge", dial))
+    frames = []
+    while not frames or frames[-1].name != "CHANNEL_EXECUTE_COMPLETE" or frames[-1]["Application"] != "bridge":
+        frame = client.next()
+        if frame.is_event:
+            frames.append(frame.event())
+    bridge = next(e for e in frames if e.name == "CHANNEL_BRIDGE")
+    assert bridge["Bridge-B-Unique-ID"] == bridge["Other-Leg-Unique-ID"] == "u-2"
+    assert bridge["Other-Leg-Destination-Number"] == "a2"
+    complete = frames[-1]
+    assert complete["variable_bridge_uuid"] == complete["variable_last_bridge_to"] == "u-2"
+    assert complete.headers.get_array("variable_originate_causes") == ["u-1;LOSE_RACE", "u-2;NONE", "u-3;USER_BUSY"]
+    assert complete["variable_DIALSTATUS"] == "SUCCESS"
+    client.sock.close()
+    finish(greenlet)
+
+
+def test_bridge_nobody_answers_then_the_next_group() -> None:
+    """No leg of ``a,b`` answers (NO_ANSWER wins over a busy leg's cause); ``|c`` is tried after."""
+    _peer, client, greenlet = connected(CallScript(bridge={"user/a1": "busy", "*": "no_answer"}))
+    client.send(commands.execute("set", "continue_on_fail=true"),
+                commands.execute("bridge", "[origination_uuid=u-1]user/a1,[origination_uuid=u-2]user/a2"))  # fmt: skip
+    events_until(client, "CHANNEL_EXECUTE_COMPLETE(bridge)")
+    client.sock.close()
+    record = finish(greenlet)
+    assert record.variables["originate_disposition"] == "NO_ANSWER" and record.variables["DIALSTATUS"] == "NOANSWER"
+    assert record.variables["originate_causes"] == "ARRAY::u-1;USER_BUSY|:u-2;NO_ANSWER"
+    _peer, client, greenlet = connected(CallScript(bridge={"user/a1": "busy", "user/a2": "answer"}))
+    client.send(commands.execute("bridge", "[origination_uuid=u-1]user/a1|[origination_uuid=u-2]user/a2"))
+    events_until(client, "CHANNEL_BRIDGE")
+    client.sock.close()
+    assert finish(greenlet).variables["originate_causes"] == "ARRAY::u-1;USER_BUSY|:u-2;NONE"
+
+
 def test_bridge_failure_with_continue_on_fail_keeps_the_call() -> None:
     _peer, client, greenlet = connected(CallScript(bridge={"*": "busy"}))
     client.send(commands.execute("set", "continue_on_fail=true"), commands.execute("bridge", "user/1002"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid as uuidlib
 from typing import TYPE_CHECKING, Literal
 
 import gevent
@@ -19,6 +20,7 @@ from gevent.event import Event
 from pydantic import BaseModel
 
 from ..call import BridgeResult
+from ..cluster.dialstring import check_destination
 from ..errors import CallEnded, CommandError, CommandTimeout, UnsafeArgumentError
 from .service import Offer, QueueService, current_service
 
@@ -194,6 +196,8 @@ def enqueue(
 
 def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: float) -> QueueOutcome | None:
     """Bridge the caller to the offered agent. Returns the outcome once answered, None after a no-answer."""
+    if len(offer.legs) > 1:
+        return _ring_all(call, service, offer, ring, started)
     connected = Event()
 
     def keep_lease() -> None:
@@ -239,4 +243,124 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
                             offers=1, bridge=result, bridged_at=bridged_at,
                             bridge_ended_at=bridge_ended_at)  # fmt: skip
     service.offer_outcome(offer, "no_answer")
+    return None
+
+
+# a ring-all leg ended with one of these was cancelled (another agent answered, or the caller left):
+# no penalty for its agent (mod_callcenter's outbound_agent_thread_run does the same)
+_CANCELLED = frozenset({"LOSE_RACE", "ORIGINATOR_CANCEL", "NONE", ""})
+# set on every channel of an agent's leg; origination_uuid names only the first (a user registered
+# on two phones gets two channels), so the agent of another is read back from this
+AGENT_VARIABLE = "esl_app_queue_agent"
+
+
+def ring_all_dial_string(legs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+    """``[origination_uuid=U1,esl_app_queue_agent=1001]user/1001,[...]user/1002``: FreeSWITCH rings the
+    legs at once and bridges the first to answer. Each leg's uuid is chosen here, so the B-leg named
+    by CHANNEL_BRIDGE tells which agent answered. Returns the dial string and uuid -> agent. A contact
+    that is not exactly one endpoint (``,`` ``|`` ``:_:``, brackets, ``$``...) is refused: it would ring
+    or set more than its agent's leg. Agent ids are ``[A-Za-z0-9_.@-]`` (AgentConfig)."""
+    uuids = [str(uuidlib.uuid4()) for _ in legs]
+    dial = ",".join(
+        f"[origination_uuid={u},{AGENT_VARIABLE}={agent}]{check_destination(contact)}"
+        for u, (agent, contact) in zip(uuids, legs, strict=True)
+    )
+    return dial, {u: agent for u, (agent, _) in zip(uuids, legs, strict=True)}
+
+
+def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, started: float) -> QueueOutcome | None:
+    """Ring every agent of a ring-all offer with one bridge. The first to answer gets the caller; the
+    moment its CHANNEL_BRIDGE arrives the others (cancelled by FreeSWITCH) are Idle again, so they can
+    take the next caller while this call lasts. Nobody answers: they all get the no-answer handling and
+    the caller keeps its place. Returns the outcome once answered, None after a no-answer."""
+    try:
+        dial, agents = ring_all_dial_string(offer.legs)
+    except UnsafeArgumentError as exc:  # config is validated: only a hand-edited Redis gets here
+        log.error("%s: ring-all offer %s not dialled: %s", offer.caller, offer.agent, exc)
+        service.ring_outcome(offer, "no_answer")
+        return None
+    held: list[Offer] = []  # the offer as the agent who answered holds it, once known
+    settling = Event()  # CHANNEL_BRIDGE came: the watcher is reporting who answered
+
+    def who_answered(b_leg: str) -> str | None:
+        if b_leg in agents:
+            return agents[b_leg]
+        try:  # another channel of an agent's leg (a second registration): ask it
+            agent = call.api("uuid_getvar", b_leg, AGENT_VARIABLE).strip()
+        except (CallEnded, CommandError, CommandTimeout) as exc:
+            log.debug("%s: uuid_getvar of the answering leg %s: %s", offer.caller, b_leg, exc)
+            return None
+        return agent if agent in agents.values() else None
+
+    def connect(b_leg: str | None, causes: list[str]) -> None:
+        if held or not b_leg:
+            return
+        agent = who_answered(b_leg)
+        if held:  # the other greenlet settled it meanwhile
+            return
+        if agent is None:
+            log.error("%s: ring-all answered by a leg of no agent of the offer: %s", offer.caller, b_leg)
+            return
+        held.append(offer.answered_by(agent))
+        # a leg that failed by itself before the answer (busy, rejected) is penalised as mod_callcenter does
+        failed = [agents[u] for u, _, cause in (c.partition(";") for c in causes)
+                  if u in agents and u != b_leg and cause.upper() not in _CANCELLED]  # fmt: skip
+        in_sl = time.monotonic() - started <= SERVICE_LEVEL_SECONDS
+        if not service.ring_outcome(offer, "connected", winner=agent, failed=failed, in_sl=in_sl):
+            log.warning("%s: %s answered, but its reservation had run out", offer.caller, agent)
+
+    def keep_lease() -> None:
+        while True:
+            gevent.sleep(service.lease_seconds / 3)
+            if held:
+                service.offer_outcome(held[0], "renew")
+            else:
+                service.ring_outcome(offer, "renew")
+
+    def watch_bridge() -> None:
+        try:
+            event = call.session.wait_for_event(lambda e: e.name == "CHANNEL_BRIDGE", ring + 5)
+        except Exception:
+            return
+        settling.set()
+        b_leg = event.get("Other-Leg-Unique-ID") or event.get("Bridge-B-Unique-ID")
+        connect(b_leg, event.headers.get_array("variable_originate_causes"))
+
+    def stop() -> None:
+        renewer.kill(block=False)
+        if settling.is_set():  # let it finish: cut mid-script, the losers would wait for their lease
+            watcher.join(timeout=10)
+        watcher.kill(block=False)
+
+    watcher = gevent.spawn(watch_bridge)
+    renewer = gevent.spawn(keep_lease)
+    waited = time.monotonic() - started
+    bridged_at = time.time()
+    latency = bridged_at - offer.t_event
+    try:
+        # ignore_early_media: one agent's early media must not reach the caller nor end the race (mod_callcenter)
+        result = call.bridge(dial, timeout=ring, variables={"ignore_early_media": "true"})
+    except CallEnded:
+        stop()
+        if held:  # the caller hung up during the call
+            service.offer_outcome(held[0], "ended")
+        else:  # while ringing: every agent is released (LEAVE frees all the offer's agents)
+            service.leave(offer.caller, "abandoned")
+        raise
+    bridge_ended_at = time.time()
+    stop()
+    service.record_latency(offer, latency)
+    if result.answered:
+        if not held:  # CHANNEL_BRIDGE was missed: the bridge's own variables name the B-leg
+            connect(result.other_leg_uuid, [])
+        if held:
+            service.offer_outcome(held[0], "ended")
+            agent = held[0].agent
+        else:  # cannot tell who answered: free them all rather than hold them a lease (the caller's
+            service.ring_outcome(offer, "connected")  # record then expires with its TTL)
+            agent = None
+        return QueueOutcome(outcome="answered", queue=offer.queue, waited=waited, agent=agent,
+                            offers=1, bridge=result, bridged_at=bridged_at,
+                            bridge_ended_at=bridge_ended_at)  # fmt: skip
+    service.ring_outcome(offer, "no_answer")
     return None

@@ -9,12 +9,12 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel, Field, field_validator
 
-Strategy = Literal["longest-idle-agent", "round-robin", "top-down", "skills-based"]
-STRATEGIES: tuple[str, ...] = ("longest-idle-agent", "round-robin", "top-down", "skills-based")
+from ..cluster.dialstring import check_destination
+
+Strategy = Literal["longest-idle-agent", "round-robin", "top-down", "skills-based", "ring-all"]
+STRATEGIES: tuple[str, ...] = ("longest-idle-agent", "round-robin", "top-down", "skills-based", "ring-all")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AGENT = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-# a contact is a dial string FreeSWITCH reads: no expansion, no second target, no spaces
-_CONTACT = re.compile(r"^[^\s,|$\\{}\[\]]+$")
 
 
 class QueueConfig(BaseModel):
@@ -53,9 +53,9 @@ class AgentConfig(BaseModel):
     @field_validator("contact")
     @classmethod
     def _contact(cls, value: str) -> str:
-        if not _CONTACT.match(value):
-            raise ValueError(f"invalid agent contact {value!r}")
-        return value
+        # one endpoint: ring-all joins contacts into one dial string, where a ',' '|' ':_:' or a
+        # bracket would ring or set more than this agent, and '$' would reach variable expansion
+        return check_destination(value)
 
     @field_validator("skills")
     @classmethod

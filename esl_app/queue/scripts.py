@@ -12,9 +12,12 @@ cluster). Layout, ``P`` = prefix:
 * ``P acd:q:<name>:conf`` hash (copied from Postgres), ``:tiers`` zset agent -> level*10000+position,
   ``:waiting`` zset caller -> (9-priority)*1e13 + join ms, ``:rr`` the last round-robin tier score,
   ``:stats`` hash of counters;
-* ``P acd:caller:<id>`` hash: queue, priority, joined, skills, score, state (waiting, offered), agent;
+* ``P acd:caller:<id>`` hash: queue, priority, joined, skills, score, state (waiting, offered), agent
+  (ring-all: every agent of the offer, ``a1,a2,a3``, until one answers);
 * channel ``P acd:offers``: one message per chosen pair, ``caller|agent|contact|queue|t_event|kind|seq``
   (``seq``: ``P acd:offer_seq``, so a process that got an offer both directly and by message acts once).
+  A ring-all offer names all its agents and their contacts, comma-separated, in tier order (neither
+  an agent id nor a contact can hold a comma).
 
 Times are Redis's own clock (``TIME``), so every host agrees. ``t_event`` is the wall time the event
 happened in the process that caused it (for latency figures only).
@@ -66,6 +69,39 @@ local function better(k, best)
   if k[1] ~= best[1] then return k[1] < best[1] end
   return k[2] < best[2]
 end
+-- one offer: the agents (one, or every agent of a ring-all) reserved for the caller, and published
+local function reserve(q, caller, agents, now, lease, t_event, kind, out)
+  local qk = P .. 'acd:q:' .. q
+  local ids, contacts = {}, {}
+  for i, a in ipairs(agents) do
+    ids[i], contacts[i] = a.id, a.contact
+    redis.call('HSET', P .. 'acd:agent:' .. a.id, 'state', 'Reserved', 'caller', caller,
+      'lease_until', s(now + lease), 'last_offer', s(now))
+  end
+  local agent_ids = table.concat(ids, ',')
+  redis.call('ZREM', qk .. ':waiting', caller)
+  redis.call('HSET', P .. 'acd:caller:' .. caller, 'state', 'offered', 'agent', agent_ids)
+  redis.call('HINCRBY', qk .. ':stats', 'offered', 1)
+  local seq = redis.call('INCR', P .. 'acd:offer_seq')
+  local msg = table.concat({caller, agent_ids, table.concat(contacts, ','), q, t_event, kind, seq}, '|')
+  redis.call('PUBLISH', P .. 'acd:offers', msg)
+  out[#out + 1] = msg
+end
+-- ring-all: the callers in order, each rung on every free agent its skills allow, all at once
+local function ring_all(q, waiting, free, now, lease, t_event, kind, out)
+  for _, caller in ipairs(waiting) do
+    if #free == 0 then return end
+    local need = parse_skills(redis.call('HGET', P .. 'acd:caller:' .. caller, 'skills'))
+    local ring, rest = {}, {}
+    for _, a in ipairs(free) do
+      if skill_score(a.skills, need) then ring[#ring + 1] = a else rest[#rest + 1] = a end
+    end
+    if #ring > 0 then
+      free = rest
+      reserve(q, caller, ring, now, lease, t_event, kind, out)
+    end
+  end
+end
 -- choose pairs for one queue until no waiting caller can be served; appends to out
 local function dispatch(q, now, t_event, kind, out)
   local qk = P .. 'acd:q:' .. q
@@ -82,6 +118,7 @@ local function dispatch(q, now, t_event, kind, out)
   end
   if #free == 0 then return end
   local lease = tonumber(conf[2] or '60000')
+  if strategy == 'ring-all' then return ring_all(q, waiting, free, now, lease, t_event, kind, out) end
   local rr = tonumber(redis.call('GET', qk .. ':rr') or '-1')
   for _, caller in ipairs(waiting) do
     if #free == 0 then break end
@@ -100,21 +137,43 @@ local function dispatch(q, now, t_event, kind, out)
     end
     if best then
       table.remove(free, best_i)
-      redis.call('ZREM', qk .. ':waiting', caller)
-      redis.call('HSET', P .. 'acd:caller:' .. caller, 'state', 'offered', 'agent', best.id)
-      redis.call('HSET', P .. 'acd:agent:' .. best.id, 'state', 'Reserved', 'caller', caller,
-        'lease_until', s(now + lease), 'last_offer', s(now))
       redis.call('SET', qk .. ':rr', s(best.tier))
-      redis.call('HINCRBY', qk .. ':stats', 'offered', 1)
-      local seq = redis.call('INCR', P .. 'acd:offer_seq')
-      local msg = table.concat({caller, best.id, best.contact, q, t_event, kind, seq}, '|')
-      redis.call('PUBLISH', P .. 'acd:offers', msg)
-      out[#out + 1] = msg
+      reserve(q, caller, {best}, now, lease, t_event, kind, out)
     end
   end
 end
 local function dispatch_agent(agent, now, t_event, kind, out)
   for _, q in ipairs(redis.call('SMEMBERS', P .. 'acd:agentq:' .. agent)) do dispatch(q, now, t_event, kind, out) end
+end
+-- agents freed together (a ring-all's): each of their queues dispatched once
+local function dispatch_agents(agents, now, t_event, kind, out)
+  local seen, queues = {}, {}
+  for _, agent in ipairs(agents) do
+    for _, q in ipairs(redis.call('SMEMBERS', P .. 'acd:agentq:' .. agent)) do
+      if not seen[q] then seen[q] = true; queues[#queues + 1] = q end
+    end
+  end
+  table.sort(queues)
+  for _, q in ipairs(queues) do dispatch(q, now, t_event, kind, out) end
+end
+-- the offer's agents ("a1" or a ring-all's "a1,a2") still reserved for the caller, each set Idle
+local function release(caller, agents)
+  local freed = {}
+  for id in string.gmatch(agents or '', '[^,]+') do
+    local ak = P .. 'acd:agent:' .. id
+    if redis.call('HGET', ak, 'caller') == caller then
+      redis.call('HSET', ak, 'state', 'Idle', 'caller', '')
+      freed[#freed + 1] = id
+    end
+  end
+  return freed
+end
+-- no answer, busy or rejected: the no-answer delay, and On Break after max no-answer in a row
+local function penalise(agent, na_delay_ms, max_na, now)
+  local ak = P .. 'acd:agent:' .. agent
+  local count = redis.call('HINCRBY', ak, 'na_count', 1)
+  redis.call('HSET', ak, 'state', 'Idle', 'caller', '', 'na_until', s(now + na_delay_ms))
+  if max_na > 0 and count >= max_na then redis.call('HSET', ak, 'status', 'On Break') end
 end
 """
 
@@ -131,9 +190,8 @@ local old = redis.call('HMGET', ck, 'queue', 'score', 'joined', 'state', 'agent'
 local score, joined
 if old[1] == q and old[2] then
   score, joined = old[2], tonumber(old[3])
-  if old[4] == 'offered' and old[5] then  -- its offer died with the worker: the agent is freed
-    local ak = P .. 'acd:agent:' .. old[5]
-    if redis.call('HGET', ak, 'caller') == caller then redis.call('HSET', ak, 'state', 'Idle', 'caller', '') end
+  if old[4] == 'offered' and old[5] then  -- its offer died with the worker: its agents are freed
+    release(caller, old[5])
   end
 else
   joined = now
@@ -167,11 +225,7 @@ redis.call('DEL', ck)
 redis.call('HINCRBY', qk .. ':stats', reason, 1)
 local out = {}
 if c[2] == 'offered' and c[3] ~= '' then
-  local ak = P .. 'acd:agent:' .. c[3]
-  if redis.call('HGET', ak, 'caller') == caller then
-    redis.call('HSET', ak, 'state', 'Idle', 'caller', '')
-    dispatch_agent(c[3], now, ARGV[4], 'free', out)
-  end
+  dispatch_agents(release(caller, c[3]), now, ARGV[4], 'free', out)
 end
 local result = {1}
 for _, m in ipairs(out) do result[#result + 1] = m end
@@ -221,16 +275,75 @@ if outcome == 'ended' then
   return result
 end
 -- no answer, busy, rejected
-local count = redis.call('HINCRBY', ak, 'na_count', 1)
-local max_na = tonumber(conf[3] or '0')
-redis.call('HSET', ak, 'state', 'Idle', 'caller', '', 'na_until', s(now + tonumber(conf[2] or '0')))
-if max_na > 0 and count >= max_na then redis.call('HSET', ak, 'status', 'On Break') end
+penalise(agent, tonumber(conf[2] or '0'), tonumber(conf[3] or '0'), now)
 if q and redis.call('HGET', ck, 'state') == 'offered' then
   redis.call('HSET', ck, 'state', 'waiting', 'agent', '')
   redis.call('ZADD', P .. 'acd:q:' .. q .. ':waiting', redis.call('HGET', ck, 'score'), caller)
   dispatch(q, now, ARGV[5], 'requeue', out)
 end
 local result = {0}
+for _, m in ipairs(out) do result[#result + 1] = m end
+return result
+"""
+
+# A ring-all offer's outcome. ARGV: prefix, caller, outcome, winner, t_event, answered_within_sl (0/1),
+# penalised agents, the offer's agents (both comma-separated). Only agents still reserved for this
+# caller are touched (a lease that ran out may have given one to another caller meanwhile).
+# 'connected': the winner is In call; every other agent is Idle at once with no penalty (its leg was
+#   cancelled: LOSE_RACE), except the penalised ones, whose own leg failed (busy, rejected) first.
+# 'no_answer': nobody answered: every agent gets the no-answer handling, the caller goes back to its
+#   place. 'renew': extend the leases while ringing.
+# Returns {0 (or -1 when the winner was no longer reserved for this caller), offers...}.
+RING = COMMON + r"""
+local caller, outcome, winner = ARGV[2], ARGV[3], ARGV[4]
+local ck = P .. 'acd:caller:' .. caller
+local now = now_ms()
+local q = redis.call('HGET', ck, 'queue')
+local conf = {}
+if q then conf = redis.call('HMGET', P .. 'acd:q:' .. q .. ':conf', 'na_delay_ms', 'max_na', 'lease_ms') end
+local na_delay, max_na, lease = tonumber(conf[1] or '0'), tonumber(conf[2] or '0'), tonumber(conf[3] or '60000')
+local held = {}
+for id in string.gmatch(ARGV[8], '[^,]+') do
+  if redis.call('HGET', P .. 'acd:agent:' .. id, 'caller') == caller then held[#held + 1] = id end
+end
+local out = {}
+if outcome == 'renew' then
+  for _, id in ipairs(held) do redis.call('HSET', P .. 'acd:agent:' .. id, 'lease_until', s(now + lease)) end
+  return {0}
+end
+local penalised = {}
+for id in string.gmatch(ARGV[7], '[^,]+') do penalised[id] = true end
+local first = 0
+if outcome == 'connected' then
+  local freed = {}
+  first = -1
+  for _, id in ipairs(held) do
+    if id == winner then
+      redis.call('HSET', P .. 'acd:agent:' .. id, 'state', 'In call', 'lease_until', s(now + lease))
+      first = 0
+    elseif penalised[id] then
+      penalise(id, na_delay, max_na, now)
+    else
+      redis.call('HSET', P .. 'acd:agent:' .. id, 'state', 'Idle', 'caller', '')
+      freed[#freed + 1] = id
+    end
+  end
+  if q then
+    local qk = P .. 'acd:q:' .. q
+    redis.call('HSET', ck, 'state', 'bridged', 'agent', winner)  -- served: never queued again
+    redis.call('HINCRBY', qk .. ':stats', 'answered', 1)
+    if ARGV[6] == '1' then redis.call('HINCRBY', qk .. ':stats', 'answered_in_sl', 1) end
+  end
+  dispatch_agents(freed, now, ARGV[5], 'free', out)
+else
+  for _, id in ipairs(held) do penalise(id, na_delay, max_na, now) end
+  if q and redis.call('HGET', ck, 'state') == 'offered' then
+    redis.call('HSET', ck, 'state', 'waiting', 'agent', '')
+    redis.call('ZADD', P .. 'acd:q:' .. q .. ':waiting', redis.call('HGET', ck, 'score'), caller)
+    dispatch(q, now, ARGV[5], 'requeue', out)
+  end
+end
+local result = {first}
 for _, m in ipairs(out) do result[#result + 1] = m end
 return result
 """

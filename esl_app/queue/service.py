@@ -41,8 +41,8 @@ class QueueError(Exception):
 
 class Offer(BaseModel):
     caller: str
-    agent: str
-    contact: str
+    agent: str  # a ring-all offer: all its agents, comma-separated ("a1,a2,a3"), in tier order
+    contact: str  # likewise their contacts, in the same order
     queue: str
     t_event: float  # wall time of the event that made the pair (its process's clock)
     kind: str  # join, free, requeue
@@ -54,6 +54,16 @@ class Offer(BaseModel):
         caller, agent, contact, queue, t_event, kind, seq = text.split("|")
         return cls(caller=caller, agent=agent, contact=contact, queue=queue, t_event=float(t_event), kind=kind,
                    seq=int(seq))  # fmt: skip
+
+    @property
+    def legs(self) -> list[tuple[str, str]]:
+        """(agent, contact) per agent the offer rings: one, or every agent of a ring-all."""
+        return list(zip(self.agent.split(","), self.contact.split(","), strict=True))
+
+    def answered_by(self, agent: str) -> Offer:
+        """This offer as the one agent who answered a ring-all holds it: what ``offer_outcome`` reports on."""
+        contact = dict(self.legs)[agent]
+        return self.model_copy(update={"agent": agent, "contact": contact})
 
 
 class JoinResult(BaseModel):
@@ -117,6 +127,7 @@ class QueueService:
         self._join = self.client.register_script(scripts.JOIN)
         self._leave = self.client.register_script(scripts.LEAVE)
         self._offer = self.client.register_script(scripts.OFFER)
+        self._ring = self.client.register_script(scripts.RING)
         self._agent_status = self.client.register_script(scripts.AGENT_STATUS)
         self._wake = self.client.register_script(scripts.WAKE)
         self.waiters: dict[str, Waiter] = {}
@@ -238,6 +249,25 @@ class QueueService:
             wrap = (int(first) - int(time.time() * 1000)) / 1000
             # the wrap-up's end is an event too: offer the agent's next caller then (the sweep is the backstop)
             gevent.spawn_later(max(0.0, wrap) + 0.002, self._wrap_up_ended, offer.agent)
+        return int(first) >= 0
+
+    def ring_outcome(
+        self,
+        offer: Offer,
+        outcome: Literal["connected", "no_answer", "renew"],
+        *,
+        winner: str = "",
+        failed: Iterable[str] = (),
+        in_sl: bool = False,
+    ) -> bool:
+        """Report what became of a ring-all offer: ``connected`` to ``winner`` (the others Idle at once,
+        but the ``failed`` ones, whose own leg failed, get the no-answer handling), ``no_answer`` (all
+        of them get it, the caller goes back to its place) or ``renew`` (the leases, while ringing).
+        False when the winner no longer held this caller."""
+        args = [self.prefix, offer.caller, outcome, winner, f"{time.time():.6f}", "1" if in_sl else "0",
+                ",".join(failed), offer.agent]  # fmt: skip
+        first, *offers = self._ring(args=args)
+        self._deliver(offers)
         return int(first) >= 0
 
     # -- agents --------------------------------------------------------------------------------------

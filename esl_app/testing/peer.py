@@ -92,7 +92,9 @@ class CallScript(BaseModel):
     hangup_at: int | None = None
     hangup_before_connect: bool = False
     hangup_cause: str = "NORMAL_CLEARING"
-    # outcome per bridge dialstring ("*" = default): answer, busy, no_answer, fail:<CAUSE>
+    # outcome per bridge dialstring or per leg of one ("user/1002"; "*" = default): answer, busy, no_answer,
+    # fail:<CAUSE>, or answer_fork: the user's second registration answers, a channel with its own uuid
+    # (the leg's origination_uuid went to the first registration's channel, which lost the race)
     bridge: dict[str, str] = Field(default_factory=dict)
     # simulated run time per application name (default 0: complete at once)
     app_seconds: dict[str, float] = Field(default_factory=dict)
@@ -108,9 +110,11 @@ class CallScript(BaseModel):
     @classmethod
     def _check_bridge(cls, value: dict[str, str]) -> dict[str, str]:
         for dialstring, outcome in value.items():
-            if outcome not in ("answer", "busy", "no_answer") and not re.fullmatch(r"fail:[A-Z_]+", outcome):
+            if outcome not in ("answer", "answer_fork", "busy", "no_answer") and not re.fullmatch(
+                r"fail:[A-Z_]+", outcome
+            ):
                 raise ValueError(
-                    f"bridge outcome for {dialstring!r} must be answer, busy, no_answer or fail:<CAUSE>,"
+                    f"bridge outcome for {dialstring!r} must be answer, answer_fork, busy, no_answer or fail:<CAUSE>,"
                     f" not {outcome!r}"
                 )
         return value
@@ -310,7 +314,6 @@ MIN_LOOP_PASS = 0.5  # ``loops`` stops as soon as one pass takes less than this 
 HARD_STOP_MARGIN = 15.0  # run() ends at the latest this long after safety_timeout, whatever blocks
 
 
-
 class TimingModel(BaseModel):
     """FreeSWITCH 1.10.12's two fixed waits (spec section 9), for latency measurements.
 
@@ -428,6 +431,81 @@ def _dial_target(dialstring: str) -> str:
     """The number a dialstring calls: ``{vars}[vars]user/1002@domain`` -> ``1002``."""
     text = re.sub(r"^(\{[^}]*\}|\[[^\]]*\]|<[^>]*>)+", "", dialstring.split(",")[0].split("|")[0])
     return text.rsplit("/", 1)[-1].split("@", 1)[0] or text
+
+
+_CLOSERS = {"{": "}", "[": "]", "<": ">"}
+
+
+def _split_dial(text: str, separator: str) -> list[str]:
+    """Split at ``separator`` outside ``{...}``, ``[...]``, ``<...>``; ``\\,`` is no separator
+    (switch_ivr_originate.c splits legs this way, the variable blocks keeping their own commas)."""
+    pieces, start, closer, i = [], 0, "", 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if closer:
+            closer = "" if char == closer else closer
+        elif char in _CLOSERS:
+            closer = _CLOSERS[char]
+        elif char == separator:
+            pieces.append(text[start:i])
+            start = i + 1
+        i += 1
+    pieces.append(text[start:])
+    return pieces
+
+
+@dataclass(frozen=True, slots=True)
+class _DialLeg:
+    text: str  # the endpoint without its variables: user/1002@domain
+    variables: dict[str, str]  # {...} of the whole dial string, then this leg's [...]
+
+    @property
+    def target(self) -> str:
+        return _dial_target(self.text)
+
+
+def _dial_groups(dialstring: str) -> list[list[_DialLeg]]:
+    """``{g=1}[l=2]user/a,[l=3]user/b|user/c``: groups tried in turn (``|``), the legs of a group
+    rung at once (``,``), the first to answer winning. ``{...}`` applies to every leg, ``[...]`` to
+    its own; ``origination_uuid`` names the leg's channel."""
+
+    def block(text: str, opener: str) -> tuple[dict[str, str], str]:
+        found: dict[str, str] = {}
+        while text.startswith(opener):
+            end = text.find(_CLOSERS[opener])
+            if end < 0:
+                break
+            for item in _split_dial(text[1:end], ","):
+                name, _, value = item.partition("=")
+                if name.strip():
+                    found[name.strip()] = value.strip().strip("'")
+            text = text[end + 1 :]
+        return found, text
+
+    common, rest = block(dialstring.strip(), "{")
+    groups = []
+    for group in _split_dial(rest, "|"):
+        legs = []
+        for leg in _split_dial(group, ","):
+            own, text = block(re.sub(r"^<[^>]*>", "", leg.strip()), "[")
+            legs.append(_DialLeg(text.strip(), {**common, **own}))
+        groups.append(legs)
+    return groups
+
+
+def _bridge_cause(outcome: str) -> str | None:
+    """The cause a leg fails with by itself (``busy``, ``fail:<CAUSE>``); None for one that rings."""
+    if outcome == "busy":
+        return "USER_BUSY"
+    return outcome.partition(":")[2] if outcome.startswith("fail:") else None
+
+
+def _array(values: list[str]) -> str:
+    """A variable pushed once per leg: one value as is, several as ``ARRAY::v1|:v2`` (switch_event.c)."""
+    return values[0] if len(values) == 1 else "ARRAY::" + "|:".join(values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,6 +673,7 @@ class FakeFreeSWITCH(EventSubscriptions):
         self._private: deque[_Message] = deque()
         self._stack: list[_Frame] = []
         self._bridge_frame: _Frame | None = None  # an answered bridge in progress
+        self._b_leg_variables: dict[str, str] = {}  # the bridged B-leg's own variables (its dial string's)
         self._far_cause: str | None = None  # why its B-leg hung up (uuid_kill of the B-leg)
         self._executes_received = 0
         dtmf = self.script.dtmf
@@ -1189,6 +1268,8 @@ class FakeFreeSWITCH(EventSubscriptions):
         if command == "uuid_getvar":
             if len(args) < 2:
                 return "-USAGE: <uuid> <var>\n"
+            if self._bridge_frame is not None and args[0] == self._bridge_frame.arg_b_leg:
+                return self._b_leg_variables.get(args[1]) or "_undef_"
             if not own(args[0]):
                 return "-ERR No such channel!\n"
             return self.channel.get_var(args[1]) or "_undef_"
@@ -1775,17 +1856,45 @@ class FakeFreeSWITCH(EventSubscriptions):
     def _app_bridge(self, frame: _Frame) -> None:
         ch = self.channel
         dialstring = frame.arg
-        outcome = self.script.bridge.get(dialstring, self.script.bridge.get("*", "answer"))
-        target = _dial_target(dialstring)
+        whole = self.script.bridge.get(dialstring)
         runtime = self._runtime("bridge")
-        if outcome != "answer":
-            cause = {"busy": "USER_BUSY", "no_answer": "NO_ANSWER"}.get(outcome) or outcome.partition(":")[2]
+        causes: list[str] = []  # originate_causes: "uuid;CAUSE" per leg placed (switch_ivr_originate.c)
+        placed: list[str] = []  # originated_legs: "uuid;callee name;callee number"
+        winner: tuple[_DialLeg, str] | None = None
+        cause = "NO_ANSWER"
+        for group in _dial_groups(dialstring):
+            legs = []
+            for leg in group:
+                outcome = whole or self.script.bridge.get(leg.text, self.script.bridge.get("*", "answer"))
+                legs.append((leg, outcome, leg.variables.get("origination_uuid") or str(uuidlib.uuid4())))
+            answered = [
+                (leg, uuid if outcome == "answer" else str(uuidlib.uuid4()))
+                for leg, outcome, uuid in legs
+                if outcome in ("answer", "answer_fork")
+            ]
+            if answered:
+                # the first to answer wins; legs still ringing are hung up with LOSE_RACE
+                winner = answered[0]
+                for leg, outcome, uuid in legs:
+                    if leg is winner[0]:  # its channel: the one with origination_uuid, or the fork's
+                        uuid, leg_cause = winner[1], "NONE"
+                    else:
+                        leg_cause = _bridge_cause(outcome) or "LOSE_RACE"
+                    causes.append(f"{uuid};{leg_cause}")
+                    placed.append(f"{uuid};Outbound Call;{leg.target}")
+                break
+            # nobody answers: a leg that rings lasts until the timeout (NO_ANSWER), else the first cause
+            group_causes = [_bridge_cause(outcome) or "NO_ANSWER" for _, outcome, _ in legs]
+            causes += [f"{uuid};{c}" for (_, _, uuid), c in zip(legs, group_causes, strict=True)]
+            placed += [f"{uuid};Outbound Call;{leg.target}" for leg, _, uuid in legs]
+            cause = "NO_ANSWER" if "NO_ANSWER" in group_causes else group_causes[0]
             if self._wait_app(frame, runtime) == "hangup":
                 return
+        if winner is None:
             ch.set_var("originate_disposition", cause)
             ch.set_var("DIALSTATUS", {"USER_BUSY": "BUSY", "NO_ANSWER": "NOANSWER"}.get(cause, cause))
             ch.set_var("originate_failed_cause", cause)
-            ch.set_var("originate_causes", f"{uuidlib.uuid4()};{cause}")
+            ch.set_var("originate_causes", _array(causes))
             continue_on_fail = ch.get_var("continue_on_fail") or ""
             keep = (
                 cause in CONTINUE_CAUSES
@@ -1797,7 +1906,8 @@ class FakeFreeSWITCH(EventSubscriptions):
             return
         if self._down:
             return
-        b_uuid = str(uuidlib.uuid4())
+        leg, b_uuid = winner
+        target = leg.target
         self._pre_answer()
         other = Profile(
             unique_id=b_uuid,
@@ -1813,18 +1923,19 @@ class FakeFreeSWITCH(EventSubscriptions):
             ani=ch.profile.caller_id_number,
             created_time=now_us(),
         )
-        ch.set_var("originated_legs", f"{b_uuid};Outbound Call;{target}")
+        ch.set_var("originated_legs", _array(placed))
         self._answer()
         other.answered_time = now_us()
         ch.other_leg = other
         ch.profile.bridged_time = now_us()
         ch.set_var("originate_disposition", "SUCCESS")
         ch.set_var("DIALSTATUS", "SUCCESS")
-        ch.set_var("originate_causes", f"{b_uuid};NONE")
+        ch.set_var("originate_causes", _array(causes))
         ch.set_var("signal_bond", b_uuid)
         bridge_ids: Pairs = [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)]
         self._emit_channel("CHANNEL_BRIDGE", first=bridge_ids)
         frame.arg_b_leg, self._bridge_frame, self._far_cause = b_uuid, frame, None
+        self._b_leg_variables = dict(leg.variables)
         try:
             outcome_wait = self._wait_app(frame, runtime)
         finally:

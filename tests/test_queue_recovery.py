@@ -202,3 +202,22 @@ def test_position_and_estimated_wait_are_announced_and_the_position_falls_as_cal
     announced = [YOU_ARE_NUMBER, "say", IN_LINE, "ivr/ivr-estimated_hold_time.wav", "say", MINUTES]
     # the music resumes after each announcement
     assert heard == ["answer", *announced, MUSIC, *announced, MUSIC], heard
+
+
+def test_a_caller_that_left_at_max_wait_is_not_queued_again_after_a_crash(acd):
+    service = acd(simple_config(agents=1))
+    app, outcomes = resumable_queue_app(max_wait=0.3)
+    first, second = Worker(app), Worker(app)
+    try:
+        script = CallScript(destination="1000", app_seconds={"playback": 0.2})
+        # the worker dies as the flow's prompt after the wait starts: the wait's outcome is replayed
+        thanks = once(lambda executed: ("playback", THANKS) in executed)
+        record = run_dialplan([first.address, second.address], script, kill_when=thanks, kill=first.die)
+        assert not record.lost and len(record.sockets) == 2
+        assert record.sockets[1].verbs == [] and record.completed.count(("playback", THANKS)) == 1
+        assert [o.outcome for o in outcomes] == ["timeout", "timeout"]  # the first worker's, then the replay's
+        stats = service.queue_status("support")["stats"]
+        assert stats["timeout"] == 1 and "rejoined" not in stats and waiting(service) == []
+    finally:
+        first.stop()
+        second.stop()

@@ -268,6 +268,26 @@ class Call:
             entry.result = keep_result(event, keep)
         return event
 
+    def journal_step(self, app: str) -> None:
+        """Journal a step of a resumable flow that is not one application of its own (a queue's hold:
+        music and announcements in a loop, not journaled one by one). Like an application, it is one
+        entry, recorded on the channel with the next write; a replay that reaches it is handled by
+        the verb that made it (``esl_app.queue.caller``). Outside a resumable flow, or while replaying,
+        it does nothing."""
+        journal = self.journal
+        if journal is None or not journal.active or journal.replaying:
+            return
+        if not journal.disabled:
+            self._record_checkpoint(journal, len(journal.entries) + 1)
+        journal.entries.append(Entry(app=app))
+
+    def journal_diverged(self, what: str) -> None:
+        """During a replay, the flow met ``what`` where the journal has something else: run on for real."""
+        journal = self.journal
+        if journal is not None and journal.active and journal.replaying:
+            recorded, _ = journal.next_recorded()
+            self._diverged(journal, what, recorded)
+
     def _diverged(self, journal: Journal, what: str, recorded: Entry | None) -> None:
         """The replay met something else than was recorded: the flow took another path (a decision
         not put in a checkpoint). Stop replaying: from here on everything runs for real."""

@@ -96,9 +96,9 @@ class Session:
     __slots__ = (
         "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_riders", "_waiters", "answered",
         "channel_data",
-        "closed", "connection", "events_received", "full", "hangup_by", "hangup_cause", "hangup_complete",
-        "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "other_leg", "settings",
-        "transferred", "uuid", "waker",
+        "closed", "connection", "connection_lost", "events_received", "full", "hangup_by", "hangup_cause",
+        "hangup_complete", "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "other_leg",
+        "settings", "transferred", "uuid", "waker",
     )  # fmt: skip
 
     def __init__(
@@ -129,6 +129,9 @@ class Session:
         self.hung_up = Flag()
         self.hangup_complete = Flag()
         self.closed = Flag()
+        # the connection closed with no word of a hangup (no CHANNEL_HANGUP, no disconnect notice):
+        # the channel may well be up, and FreeSWITCH goes on with the dialplan's next action
+        self.connection_lost = False
         self._waiters: dict[str, _Waiter] = {}
         self._jobs: dict[str, AsyncResult] = {}
         self._event_waiters: list[tuple[Callable[[Event], bool], AsyncResult]] = []
@@ -655,6 +658,8 @@ class Session:
             self.hangup_cause = self.hangup_cause or "ESL_PROTOCOL_ERROR"
             if self.observer is not None:
                 self.observer.protocol_error(reason)
+        if not self.hung_up.is_set() and not self.transferred:
+            self.connection_lost = True
         self._mark_hangup(None)
         error = ConnectionClosed(f"connection closed before the job finished ({reason})")
         for job in self._jobs.values():

@@ -1,25 +1,55 @@
 """Session recovery with real worker processes (issue 12): the pools supervisor runs the demo with two
 workers on one port; the per-call fake FreeSWITCH runs the dialplan's two ``socket`` actions to it.
 The worker serving the call is killed with SIGKILL as each step of the main line starts, in both
-socket modes: the call completes on the other worker with only the remaining steps."""
+socket modes: the call completes on the other worker with only the remaining steps. And callers
+waiting in a queue (esl_app.queue) when their worker is killed keep their places."""
 
 from __future__ import annotations
 
 import os
 import signal
+import uuid
 
+import gevent
 import pytest
+import redis
+from data_fixtures import REDIS_URL, wait_until
 
 import callflows.demo as demo
 from esl_app.bench.recovery import STEPS, TIMES, Supervisor, run, serving_pid
-from esl_app.testing.dialplan import once, run_dialplan
+from esl_app.queue import AcdConfig, AgentConfig, QueueConfig, QueueService, Tier
+from esl_app.testing.dialplan import DialplanRecord, once, run_dialplan
 from esl_app.testing.peer import CallScript, FakeFreeSWITCH
+
+QUEUE_PREFIX = f"esl-test-{uuid.uuid4().hex[:12]}:"
+# the workers also serve a queue: a 2 s music slice, so a killed worker's callers come back quickly
+QUEUE_ROUTE = """
+import os
+
+from esl_app.queue import QueueService
+
+
+@app.on_startup
+def queue_service():
+    QueueService(os.environ["ESL_APP_TEST_REDIS_URL"], os.environ["ESL_APP_TEST_QUEUE_PREFIX"], sweep_interval=0.5,
+                 hold_slice_seconds=2, caller_lease_seconds=10).start()
+
+
+@app.route("1999", name="queue", resumable=True)  # an extension of the demo data: its guard lets it in
+def queued(call):
+    call.answer()
+    call.enqueue("support")
+"""
 
 
 @pytest.fixture(scope="module")
 def supervisor():
-    with Supervisor(workers=2) as running:
+    env = {"ESL_APP_TEST_REDIS_URL": REDIS_URL, "ESL_APP_TEST_QUEUE_PREFIX": QUEUE_PREFIX}
+    with Supervisor(workers=2, extra=QUEUE_ROUTE, env=env) as running:
         yield running
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=QUEUE_PREFIX + "*", count=1000):
+        client.delete(key)
 
 
 @pytest.mark.parametrize("mode", ["async", "static"])
@@ -73,3 +103,54 @@ def test_calls_with_a_worker_killed_every_few_calls_lose_nothing_and_repeat_noth
         supervisor.metric("esl_app_calls_resumed_total", pool="inbound", checkpoint=name)
         for name in ("welcome", "menu", "bridge", "after_bridge")
     ) >= outcome.resumed  # counted by the workers that resumed them (this module's earlier calls too)
+
+
+def test_sigkill_with_callers_waiting_keeps_their_places_and_offers_them_in_order_once(supervisor):
+    """Three callers wait (no agent logged in) and the worker holding the first (and maybe more) is
+    SIGKILLed: their music slice ends, FreeSWITCH connects them to the next ``socket`` (the other
+    worker), and they wait in the same places (same join times); an agent then gets all three in
+    their original order, each bridged once."""
+    supervisor.wait_ready()
+    service = QueueService(REDIS_URL, QUEUE_PREFIX, sweep_interval=0).start(install=False)
+    try:
+        service.publish_config(AcdConfig(
+            queues=[QueueConfig(name="support", wrap_up_seconds=0, no_answer_delay_seconds=0)],
+            agents=[AgentConfig(id="a1", contact="user/a1")], tiers=[Tier(queue="support", agent="a1")],
+        ))  # fmt: skip
+        target = ("127.0.0.1", supervisor.port)
+        peers: list[FakeFreeSWITCH] = []
+        finished: list[str] = []
+
+        def place(caller: str) -> DialplanRecord:
+            # the music would play 30 s: only its 2 s slice ends it, nobody is left to break it
+            script = CallScript(uuid=caller, destination="1999", app_seconds={"playback": 30.0, "bridge": 0.2})
+            first_music = once(lambda executed: any(app == "playback" for app, _ in executed))
+            record = run_dialplan([target, target], script, kill_when=first_music, kill=peers.append)
+            finished.append(caller)
+            return record
+
+        callers = [str(uuid.uuid4()) for _ in range(3)]
+        calls = []
+        for count, caller in enumerate(callers, 1):
+            calls.append(gevent.spawn(place, caller))
+            wait_until(lambda count=count: len(peers) == count, 10)  # waiting, its music started
+        status = service.queue_status("support")
+        assert status["callers"] == callers, [p.record.executed for p in peers]
+        joined = [service.client.hget(QUEUE_PREFIX + "acd:caller:" + c, "joined") for c in callers]
+        pids = [serving_pid(peer, supervisor.pids()) for peer in peers]
+        assert pids[0] is not None and None not in pids
+        os.kill(pids[0], signal.SIGKILL)  # the other worker takes the calls it held at once
+        victims = pids.count(pids[0])
+        wait_until(lambda: service.queue_status("support")["stats"].get("rejoined") == victims, 15)
+        assert service.queue_status("support")["callers"] == callers  # same places...
+        assert [service.client.hget(QUEUE_PREFIX + "acd:caller:" + c, "joined") for c in callers] == joined
+        service.login("a1")
+        records = [call.get(timeout=30) for call in calls]
+        assert finished == callers  # bridged one after the other, in their original order
+        for record, pid in zip(records, pids, strict=True):
+            assert not record.lost and len(record.sockets) == (2 if pid == pids[0] else 1)
+            assert record.count("bridge") == 1 and record.sockets[-1].verbs.count("bridge") == 1
+        stats = service.queue_status("support")["stats"]
+        assert stats["offered"] == 3 and stats["answered"] == 3 and "abandoned" not in stats
+    finally:
+        service.stop()

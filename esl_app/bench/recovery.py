@@ -51,13 +51,15 @@ class Supervisor:
     """The pools supervisor, started on free ports, with the demo app."""
 
     workers: int = 2
+    extra: str = ""  # more of the app module (routes, startup hooks), after the demo's
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the supervisor and workers
     process: subprocess.Popen | None = None
     port: int = 0
     http: int = 0
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="esl-app-recovery-")))
 
     def start(self) -> Supervisor:
-        (self.directory / "recovery_app.py").write_text(textwrap.dedent(APP_MODULE))
+        (self.directory / "recovery_app.py").write_text(textwrap.dedent(APP_MODULE) + textwrap.dedent(self.extra))
         env = {
             **os.environ,
             "ESL_APP_POOLS__INBOUND__PORT": "0",
@@ -67,6 +69,7 @@ class Supervisor:
             "ESL_APP_HANGUP_WAIT": "0.2",
             "ESL_APP_RESTART_BACKOFF": "0.2",
             "ESL_APP_LOG_LEVEL": "ERROR",
+            **self.env,
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.process = subprocess.Popen(

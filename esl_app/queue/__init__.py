@@ -4,9 +4,9 @@ See docs/queues.md."""
 
 from .caller import QueueOutcome, enqueue
 from .config import AcdConfig, AgentConfig, QueueConfig, Tier, load_config, save_config
-from .service import Offer, QueueError, QueueService, current_service
+from .service import Estimate, Offer, QueueError, QueueService, current_service
 
 __all__ = [
-    "AcdConfig", "AgentConfig", "Offer", "QueueConfig", "QueueError", "QueueOutcome", "QueueService", "Tier",
-    "current_service", "enqueue", "load_config", "save_config",
+    "AcdConfig", "AgentConfig", "Estimate", "Offer", "QueueConfig", "QueueError", "QueueOutcome", "QueueService",
+    "Tier", "current_service", "enqueue", "load_config", "save_config",
 ]  # fmt: skip

@@ -1,19 +1,33 @@
 """The caller's side of a queue: ``call.enqueue("support")`` waits with music until an agent is
 offered, bridges the caller's own session to the agent, and returns how it ended.
 
-While the caller waits, music plays (one ``playback`` at a time, looped here). An offer stops it with
-``api uuid_break`` and the bridge execute is written at once, behind the broken playback (event-lock
-keeps the order). The caller leaves at max wait (outcome ``timeout``: the flow plays its fallback),
-on an exit digit (``exit``) or by hanging up (``abandoned``): the leave script removes it from Redis
-at once, and frees an agent that was being offered to it.
+While the caller waits it hears the hold: music in slices (``playback`` with FreeSWITCH's scoped
+``playback_timeout_sec``, so a slice ends by itself even if nobody is listening any more) and, between
+slices, the announcement of its position and estimated wait (``say``, numbers computed here), on
+entering and every ``announce_every_seconds``. An offer stops the hold with ``api uuid_break`` and the
+bridge execute is written at once, behind the broken playback (event-lock keeps the order). The caller
+leaves at max wait (outcome ``timeout``: the flow plays its fallback), on an exit digit (``exit``) or
+by hanging up (``abandoned``): the leave script removes it from Redis at once, and frees an agent that
+was being offered to it. A connection that closes with no hangup (the worker's end died, or was cut)
+is not an abandon: the caller keeps its place while its lease lasts, for the call to come back.
+
+In a resumable flow (``resumable=True``, docs/recovery.md) the wait is journaled as a few entries:
+the checkpoint ``enqueue`` (the queue), the entry announcement (a ``playback``), one ``enqueue.wait``
+step per hold (its music and announcements are not journaled one by one), and per offer the
+checkpoint ``enqueue.offer`` (agent, contact) followed by its ``bridge``; leaving without an agent is
+the checkpoint ``enqueue.left``. A call resumed after its worker died replays them: a bridge that was
+placed is never placed again (its result is read from the channel and reported to Redis if the dead
+process could not), an answered one ends the wait, and a wait in progress waits again in its place.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid as uuidlib
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
 from gevent.event import Event
@@ -22,6 +36,8 @@ from pydantic import BaseModel
 from ..call import BridgeResult
 from ..cluster.dialstring import check_destination
 from ..errors import CallEnded, CommandError, CommandTimeout, UnsafeArgumentError
+from ..protocol import Expand
+from ..recovery import Entry
 from .service import Offer, QueueService, current_service
 
 if TYPE_CHECKING:
@@ -31,6 +47,20 @@ log = logging.getLogger("esl_app.queue")
 
 QueueOutcomeKind = Literal["answered", "timeout", "exit", "abandoned"]
 SERVICE_LEVEL_SECONDS = 20.0  # answered within this many seconds of joining counts toward the service level
+
+# the journal of a resumable flow (docs/recovery.md)
+ENQUEUE = "enqueue"  # checkpoint: the flow entered the queue
+OFFERED = "enqueue.offer"  # checkpoint: an offer's bridge follows
+LEFT = "enqueue.left"  # checkpoint: the caller left without an agent (timeout, exit)
+WAIT = "enqueue.wait"  # step: one hold (music and announcements, none journaled by itself)
+
+# the position and wait announcement: FreeSWITCH's standard English prompts (sounds en/us/callie)
+# and its say module for the numbers
+YOU_ARE_NUMBER = "ivr/ivr-you_are_number.wav"
+IN_LINE = "ivr/ivr-in_line.wav"
+ESTIMATED_HOLD_TIME = "ivr/ivr-estimated_hold_time.wav"
+MINUTE, MINUTES = "time/minute.wav", "time/minutes.wav"
+SAY_LANGUAGE = "en"
 
 
 class QueueOutcome(BaseModel):
@@ -45,31 +75,82 @@ class QueueOutcome(BaseModel):
     bridge_ended_at: float | None = None  # wall time that bridge returned (before the agent was freed)
 
 
-class _Music:
-    """Music on hold: ``playback`` looped until stopped; ``stop`` breaks the one playing."""
+def announcement(position: int, seconds: float | None) -> list[tuple[str, str]]:
+    """The applications that tell a caller its place and estimated wait (whole minutes, rounded up)."""
+    if position < 1:
+        return []
+    apps = [("playback", YOU_ARE_NUMBER), ("say", f"{SAY_LANGUAGE} NUMBER pronounced {int(position)}"),
+            ("playback", IN_LINE)]  # fmt: skip
+    if seconds is not None:
+        minutes = max(1, math.ceil(seconds / 60))
+        apps += [("playback", ESTIMATED_HOLD_TIME), ("say", f"{SAY_LANGUAGE} NUMBER pronounced {minutes}"),
+                 ("playback", MINUTE if minutes == 1 else MINUTES)]  # fmt: skip
+    return apps
 
-    def __init__(self, call: Call, source: str) -> None:
+
+class _Hold:
+    """What a waiting caller hears: music in slices of at most ``slice_seconds`` and, between them, the
+    announcement (on starting when ``announce_now``, then every ``every`` seconds); ``stop`` breaks
+    whatever plays. Nothing here is journaled: the hold is one journal step."""
+
+    def __init__(
+        self,
+        call: Call,
+        source: str,
+        slice_seconds: int,
+        announce: Callable[[], list[tuple[str, str]]] | None = None,
+        every: float = 0.0,
+        announce_now: bool = False,
+    ) -> None:
         self.call = call
         self.source = source
+        self.slice_seconds = slice_seconds
+        self.announce = announce
+        self.every = max(2.0, every)  # a music slice is 2 s at least (playback_timeout_sec)
+        self.next_announcement = time.monotonic() + (0.0 if announce_now else self.every)
         self.stopped = False
         self.playing = False
         self.greenlet = gevent.spawn(self._loop)
 
     def _loop(self) -> None:
         while not self.stopped:
-            self.playing = True
-            try:
-                self.call.execute("playback", self.source)
-            except (CallEnded, CommandError, CommandTimeout):
+            if self.announce is not None and time.monotonic() >= self.next_announcement:
+                self.next_announcement = time.monotonic() + self.every
+                for app, arg in self._announcement():
+                    if self.stopped or not self._run(app, arg):
+                        return
+                continue
+            seconds = self.slice_seconds
+            if self.announce is not None:
+                seconds = min(seconds, max(2, math.ceil(self.next_announcement - time.monotonic())))
+            # scoped to this playback: the slice ends by itself, also when nobody is listening any more
+            scope = Expand(f"%[playback_timeout_sec={int(seconds)},playback_timeout_as_success=true]")
+            if not self._run("playback", scope + self.source):
                 return
-            finally:
-                self.playing = False
+
+    def _announcement(self) -> list[tuple[str, str]]:
+        assert self.announce is not None
+        try:
+            return self.announce()
+        except Exception as exc:  # Redis away: the music goes on, the next announcement may work
+            log.warning("%s: no queue announcement: %s", self.call.uuid, exc)
+            return []
+
+    def _run(self, app: str, arg: str | Expand) -> bool:
+        self.playing = True
+        try:
+            self.call.session.execute(app, arg)
+            return True
+        except (CallEnded, CommandError, CommandTimeout):
+            return False
+        finally:
+            self.playing = False
 
     def stop(self) -> None:
         """Break the playback without waiting: the bridge is written at once and FreeSWITCH queues it
         behind the playback (event-lock), which the break then ends. A break that reaches FreeSWITCH
         before the playback's sendmsg started breaks nothing, so it is repeated, from a greenlet,
-        until the music's last playback has completed."""
+        until the hold's last application has completed."""
         if self.stopped:
             return
         self.stopped = True
@@ -83,7 +164,7 @@ class _Music:
             self.call.api("uuid_break", self.call.uuid)
             return True
         except (CallEnded, CommandError, CommandTimeout) as exc:
-            log.debug("%s: uuid_break of the music: %s", self.call.uuid, exc)
+            log.debug("%s: uuid_break of the hold: %s", self.call.uuid, exc)
             return False
 
     def _until_stopped(self) -> None:
@@ -117,11 +198,13 @@ def enqueue(
     hung_up = call.session.hung_up
     digit_pressed = Event()
     pressed: list[str] = []
-    music_player: _Music | None = None
+    hold: _Hold | None = None
     watcher: gevent.Greenlet | None = None
     offers = 0
     started = time.monotonic()
     left = False
+    greeted = False  # the entry announcement was played (or passed, by the process before a crash)
+    held = False  # a hold started: its first position announcement was given
 
     def watch_digits() -> None:
         while True:
@@ -138,33 +221,65 @@ def enqueue(
         nonlocal left
         left = True
         service.leave(caller, reason)
-        return QueueOutcome(outcome=reason, queue=queue, waited=time.monotonic() - started,
-                            digit=pressed[0] if pressed else None, offers=offers)  # fmt: skip
+        waited = time.monotonic() - started
+        digit = pressed[0] if pressed else None
+        if reason != "abandoned":
+            call.checkpoint(LEFT, outcome=reason, digit=digit, waited=round(waited, 1))
+        return QueueOutcome(outcome=reason, queue=queue, waited=waited, digit=digit, offers=offers)
+
+    def gone() -> QueueOutcome:
+        if call.session.connection_lost:
+            # not an abandon: the channel is likely up and comes back through the next socket, to wait
+            # in its place; if it doesn't, its lease runs out and the sweep removes it
+            call.session.raise_if_gone()
+        return leave("abandoned")
 
     try:
+        call.checkpoint(ENQUEUE, queue=queue)
+        journal = call.journal
+        if journal is not None and journal.active and journal.replaying:
+            replayed = _replay(call, service, queue)
+            if replayed.outcome is not None:
+                left = True
+                return replayed.outcome
+            offers, greeted = replayed.offers, replayed.announced
+            held = greeted
         joined = service.join(caller, queue, priority=priority, skills=skills)
         conf = joined.conf
         limit = max_wait if max_wait is not None else int(conf.get("max_wait_ms", "300000")) / 1000
-        # a caller reconnected after its worker died keeps its join time, and so its max wait
-        deadline = started + limit - max(0, joined.now_ms - joined.joined_ms) / 1000
+        # a caller back after its worker died keeps its join time: its wait and max wait go on
+        started = time.monotonic() - max(0, joined.now_ms - joined.joined_ms) / 1000
+        deadline = started + limit
         ring = int(conf.get("ring_s", "20"))
         source = music or conf.get("music") or "local_stream://moh"
+        every = int(conf.get("announce_every_ms", "0") or "0") / 1000
+
+        def position() -> list[tuple[str, str]]:
+            estimate = service.estimate(queue, caller)
+            return announcement(estimate.position, estimate.seconds)
+
         if exit_digits:
             watcher = gevent.spawn(watch_digits)
-        announcement = conf.get("announcement")
+        entry_announcement = conf.get("announcement")
         while True:
-            if waiter.offer is None and music_player is None:
-                if announcement and offers == 0 and call.is_up:
+            if waiter.offer is None and hold is None and call.is_up:
+                if entry_announcement and not greeted:
                     # once, on entering (an offer that came meanwhile waits for it to finish)
-                    call.execute("playback", announcement)
-                    announcement = None
+                    call.execute("playback", entry_announcement)
+                    greeted = True
                     continue
-                music_player = _Music(call, source)
+                greeted = True
+                call.journal_step(WAIT)
+                hold = _Hold(call, source, service.hold_slice_seconds, position if every else None, every,
+                             announce_now=not held)  # fmt: skip
+                held = True
             remaining = deadline - time.monotonic()
-            if waiter.offer is None:
+            if waiter.offer is None and not waiter.lost:
                 gevent.wait([waiter.event, hung_up, digit_pressed], timeout=max(0.0, remaining), count=1)
             if hung_up.is_set() or not call.is_up:
-                return leave("abandoned")
+                return gone()
+            if waiter.lost:  # this process stalled past the lease and the sweep removed the caller
+                service.join(caller, queue, priority=priority, skills=skills)
             offer = waiter.take()
             if offer is None:
                 if digit_pressed.is_set():
@@ -173,25 +288,107 @@ def enqueue(
                     return leave("timeout")
                 continue
             offers += 1
-            if music_player is not None:
-                music_player.stop()
-                music_player = None
+            if hold is not None:
+                hold.stop()
+                hold = None
             result = _offer(call, service, offer, ring, started)
             if result is not None:
                 left = True
                 return result.model_copy(update={"offers": offers})
             # no answer: the caller is back at its place; the next offer may already be here
     except CallEnded:
-        if not left:
+        if not left and not call.session.connection_lost:
             service.leave(caller, "abandoned")
             left = True
+        if call.session.connection_lost:
+            raise
         return QueueOutcome(outcome="abandoned", queue=queue, waited=time.monotonic() - started, offers=offers)
     finally:
-        service.unregister(caller)
-        if music_player is not None:
-            music_player.stop()
+        service.unregister(caller, waiter)
+        if hold is not None:
+            hold.stop()
         if watcher is not None:
             watcher.kill(block=False)
+
+
+class _Replayed(BaseModel):
+    outcome: QueueOutcome | None = None  # the wait had ended (an answered bridge, a timeout, an exit)
+    offers: int = 0
+    announced: bool = False
+
+
+def _replay(call: Call, service: QueueService, queue: str) -> _Replayed:
+    """A resumed call: go through what its journal recorded of this wait, placing nothing again."""
+    journal = call.journal
+    assert journal is not None
+    done = _Replayed()
+    offered: dict[str, Any] | None = None
+    while journal.active and journal.replaying:
+        recorded, last = journal.next_recorded()
+        if offered is not None:
+            # the offer's bridge: recorded, or the application running when the worker died (its
+            # result is on the channel now). Replayed, never placed again.
+            done.offers += 1
+            ring = int(service.queue_conf(queue).get("ring_s", "20"))
+            if "dial" in offered:  # a ring-all offer: the same bridge as the first process placed
+                result = call.bridge(str(offered["dial"]), timeout=ring, variables=RING_ALL_VARIABLES)
+            else:
+                result = call.bridge(str(offered["contact"]), timeout=ring)
+            offer = Offer(caller=call.uuid, agent=str(offered["agent"]), contact=str(offered["contact"]), queue=queue,
+                          t_event=time.time(), kind="resume", seq=0)  # fmt: skip
+            waited = float(offered.get("waited", 0.0))
+            if last:
+                _settle(service, offer, result, waited, offered.get("legs"))
+            if result.answered:
+                winner = (offered.get("legs") or {}).get(result.other_leg_uuid or "")
+                if winner:  # a ring-all offer: the agent who answered
+                    offer = offer.answered_by(winner)
+                done.outcome = QueueOutcome(outcome="answered", queue=queue, waited=waited, agent=offer.agent,
+                                            offers=done.offers, bridge=result)  # fmt: skip
+                return done
+            offered = None
+            continue
+        done.announced = True  # the first process went past the entry announcement
+        if recorded is None:
+            # the hold (or the entry announcement) was running when the worker died: wait again
+            journal.entries.append(Entry(app=WAIT))
+        elif recorded.app == WAIT:
+            journal.entries.append(recorded)
+        elif recorded.app == "playback":
+            call.execute("playback", service.queue_conf(queue).get("announcement") or "-")  # replayed, not played
+        elif recorded.name == OFFERED:
+            offered = call.checkpoint(OFFERED)
+        elif recorded.name == LEFT:
+            state = call.checkpoint(LEFT)
+            done.outcome = QueueOutcome(outcome=state["outcome"], queue=queue, waited=float(state.get("waited", 0.0)),
+                                        digit=state.get("digit"), offers=done.offers)  # fmt: skip
+            return done
+        else:
+            call.journal_diverged(f"queue {queue!r}")
+    return done
+
+
+def _settle(
+    service: QueueService, offer: Offer, result: BridgeResult, waited: float, legs: dict[str, str] | None = None
+) -> None:
+    """Report the outcome of a bridge that ended while nobody listened (its process died). ``legs``: a
+    ring-all offer's B-leg uuid -> agent, as journaled."""
+    if legs:
+        winner = legs.get(result.other_leg_uuid or "", "") if result.answered else ""
+        if not result.answered:
+            service.ring_outcome(offer, "no_answer")
+            return
+        if service.caller_state(offer.caller) == "offered":  # the others Idle; "" (unknown) frees them all
+            service.ring_outcome(offer, "connected", winner=winner, in_sl=waited <= SERVICE_LEVEL_SECONDS)
+        if winner:
+            service.offer_outcome(offer.answered_by(winner), "ended")
+        return
+    if result.answered:
+        if service.caller_state(offer.caller) == "offered":  # the dead process never saw it connect
+            service.offer_outcome(offer, "connected", in_sl=waited <= SERVICE_LEVEL_SECONDS)
+        service.offer_outcome(offer, "ended")
+    else:
+        service.offer_outcome(offer, "no_answer")
 
 
 def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: float) -> QueueOutcome | None:
@@ -199,6 +396,7 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
     if len(offer.legs) > 1:
         return _ring_all(call, service, offer, ring, started)
     connected = Event()
+    connected_at: list[float] = []
 
     def keep_lease() -> None:
         # the agent's reservation lasts one lease unless renewed: while it rings and while the call
@@ -212,12 +410,16 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
             call.session.wait_for_event(lambda e: e.name == "CHANNEL_BRIDGE", ring + 5)
         except Exception:
             return
+        connected_at.append(time.time())
         connected.set()
         service.offer_outcome(offer, "connected", in_sl=time.monotonic() - started <= SERVICE_LEVEL_SECONDS)
 
     watcher = gevent.spawn(watch_bridge)
     renewer = gevent.spawn(keep_lease)
     waited = time.monotonic() - started
+    # journaled with the bridge: a call resumed after its worker died knows which agent it was
+    # bridged to, and does not bridge again
+    call.checkpoint(OFFERED, agent=offer.agent, contact=offer.contact, waited=round(waited, 1))
     bridged_at = time.time()
     latency = bridged_at - offer.t_event  # the event that made the pair -> this bridge execute
     try:
@@ -225,6 +427,8 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
     except CallEnded:
         watcher.kill(block=False)
         renewer.kill(block=False)
+        if call.session.connection_lost:
+            raise  # the process lost the call, not the caller: the resumed call settles the offer
         # the caller hung up while ringing the agent, or during the call
         if connected.is_set():
             service.offer_outcome(offer, "ended")
@@ -239,6 +443,9 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
         if not connected.is_set():
             service.offer_outcome(offer, "connected", in_sl=waited <= SERVICE_LEVEL_SECONDS)
         service.offer_outcome(offer, "ended")
+        wrap = int(service.queue_conf(offer.queue).get("wrap_ms", "0") or "0") / 1000
+        talk = bridge_ended_at - (connected_at[0] if connected_at else bridged_at)
+        service.record_handle_time(offer.queue, talk + wrap)
         return QueueOutcome(outcome="answered", queue=offer.queue, waited=waited, agent=offer.agent,
                             offers=1, bridge=result, bridged_at=bridged_at,
                             bridge_ended_at=bridge_ended_at)  # fmt: skip
@@ -252,6 +459,8 @@ _CANCELLED = frozenset({"LOSE_RACE", "ORIGINATOR_CANCEL", "NONE", ""})
 # set on every channel of an agent's leg; origination_uuid names only the first (a user registered
 # on two phones gets two channels), so the agent of another is read back from this
 AGENT_VARIABLE = "esl_app_queue_agent"
+# one agent's early media must not reach the caller nor end the race (mod_callcenter sets it too)
+RING_ALL_VARIABLES = {"ignore_early_media": "true"}
 
 
 def ring_all_dial_string(legs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
@@ -279,6 +488,10 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
         log.error("%s: ring-all offer %s not dialled: %s", offer.caller, offer.agent, exc)
         service.ring_outcome(offer, "no_answer")
         return None
+    # journaled with the bridge (the dial string, since its leg uuids are chosen here): a call resumed
+    # after its worker died knows whom it rang, and does not ring them again
+    call.checkpoint(OFFERED, agent=offer.agent, contact=offer.contact, dial=dial, legs=agents,
+                    waited=round(time.monotonic() - started, 1))  # fmt: skip
     held: list[Offer] = []  # the offer as the agent who answered holds it, once known
     settling = Event()  # CHANNEL_BRIDGE came: the watcher is reporting who answered
 
@@ -338,10 +551,11 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
     bridged_at = time.time()
     latency = bridged_at - offer.t_event
     try:
-        # ignore_early_media: one agent's early media must not reach the caller nor end the race (mod_callcenter)
-        result = call.bridge(dial, timeout=ring, variables={"ignore_early_media": "true"})
+        result = call.bridge(dial, timeout=ring, variables=RING_ALL_VARIABLES)
     except CallEnded:
         stop()
+        if call.session.connection_lost:
+            raise  # the process lost the call, not the caller: the resumed call settles the offer
         if held:  # the caller hung up during the call
             service.offer_outcome(held[0], "ended")
         else:  # while ringing: every agent is released (LEAVE frees all the offer's agents)
@@ -364,3 +578,6 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
                             bridge_ended_at=bridge_ended_at)  # fmt: skip
     service.ring_outcome(offer, "no_answer")
     return None
+
+
+__all__ = ["QueueOutcome", "announcement", "enqueue"]

@@ -10,7 +10,8 @@ from prometheus_client.registry import Collector
 
 from .service import QueueService
 
-COUNTERS = ("offered", "answered", "abandoned", "timeout", "exit", "answered_in_sl")
+# rejoined: callers back after their worker died (same place); expired: ones that never came back
+COUNTERS = ("offered", "answered", "abandoned", "timeout", "exit", "answered_in_sl", "rejoined", "expired")
 
 
 class QueueCollector(Collector):

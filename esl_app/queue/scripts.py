@@ -11,7 +11,8 @@ cluster). Layout, ``P`` = prefix:
 * ``P acd:agentq:<id>`` set: the agent's queues;
 * ``P acd:q:<name>:conf`` hash (copied from Postgres), ``:tiers`` zset agent -> level*10000+position,
   ``:waiting`` zset caller -> (9-priority)*1e13 + join ms, ``:rr`` the last round-robin tier score,
-  ``:stats`` hash of counters;
+  ``:stats`` hash of counters, ``:alive`` zset caller -> ms until which its process vouches for it
+  (refreshed while it waits; a caller whose worker died keeps its place until then);
 * ``P acd:caller:<id>`` hash: queue, priority, joined, skills, score, state (waiting, offered), agent
   (ring-all: every agent of the offer, ``a1,a2,a3``, until one answers);
 * channel ``P acd:offers``: one message per chosen pair, ``caller|agent|contact|queue|t_event|kind|seq``
@@ -63,6 +64,12 @@ local function eligible(id, now)
   end
   if tonumber(a[4] or '0') > now then return nil end
   return {id = id, idle = tonumber(a[6] or '0'), skills = parse_skills(a[7]), contact = a[8]}
+end
+-- a caller whose process stopped vouching for it (its worker died and the call did not come back
+-- within the lease) is not offered; the sweep's REAP removes it. No entry: alive.
+local function live(qk, caller, now)
+  local until_ms = redis.call('ZSCORE', qk .. ':alive', caller)
+  return not until_ms or tonumber(until_ms) >= now
 end
 local function better(k, best)
   if not best then return true end
@@ -124,7 +131,7 @@ local function dispatch(q, now, t_event, kind, out)
     if #free == 0 then break end
     local need = parse_skills(redis.call('HGET', P .. 'acd:caller:' .. caller, 'skills'))
     local best, best_i, best_key = nil, nil, nil
-    for i, a in ipairs(free) do
+    for i, a in ipairs(live(qk, caller, now) and free or {}) do
       local score = skill_score(a.skills, need)
       if score then
         local k
@@ -177,9 +184,10 @@ local function penalise(agent, na_delay_ms, max_na, now)
 end
 """
 
-# ARGV: prefix, caller, queue, priority (0-9, 9 first), skills, t_event, ttl ms.
-# Returns {position (1-based; 0 = offered already), joined ms, now ms, offers...}. A caller already
-# known (its worker died and FreeSWITCH reconnected it) keeps its place and join time.
+# ARGV: prefix, caller, queue, priority (0-9, 9 first), skills, t_event, ttl ms, alive lease ms.
+# Returns {position (1-based; 0 = offered already), joined ms, now ms, offer seq before this join,
+# offers...}. A caller already known (its worker died and FreeSWITCH reconnected it) keeps its place
+# and join time; an offer made to it before (seq <= the one returned) is void.
 JOIN = COMMON + r"""
 local caller, q, prio = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local qk = P .. 'acd:q:' .. q
@@ -193,6 +201,7 @@ if old[1] == q and old[2] then
   if old[4] == 'offered' and old[5] then  -- its offer died with the worker: its agents are freed
     release(caller, old[5])
   end
+  redis.call('HINCRBY', qk .. ':stats', 'rejoined', 1)
 else
   joined = now
   score = s((9 - prio) * 10000000000000 + now)
@@ -202,10 +211,12 @@ end
 redis.call('HSET', ck, 'state', 'waiting', 'agent', '')
 redis.call('PEXPIRE', ck, tonumber(ARGV[7]))
 redis.call('ZADD', qk .. ':waiting', score, caller)
+redis.call('ZADD', qk .. ':alive', now + tonumber(ARGV[8]), caller)
+local seq = tonumber(redis.call('GET', P .. 'acd:offer_seq') or '0')
 local out = {}
 dispatch(q, now, ARGV[6], 'join', out)
 local rank = redis.call('ZRANK', qk .. ':waiting', caller)
-local result = {rank and rank + 1 or 0, joined, now}
+local result = {rank and rank + 1 or 0, joined, now, seq}
 for _, m in ipairs(out) do result[#result + 1] = m end
 return result
 """
@@ -221,6 +232,7 @@ if not c[1] then return {0} end
 local now = now_ms()
 local qk = P .. 'acd:q:' .. c[1]
 redis.call('ZREM', qk .. ':waiting', caller)
+redis.call('ZREM', qk .. ':alive', caller)
 redis.call('DEL', ck)
 redis.call('HINCRBY', qk .. ':stats', reason, 1)
 local out = {}
@@ -373,4 +385,42 @@ local now = now_ms()
 local out = {}
 for i = 3, #ARGV do dispatch(ARGV[i], now, ARGV[2], 'free', out) end
 return out
+"""
+
+# ARGV: prefix, lease ms, then (queue, caller) pairs: the callers this process holds are alive for one
+# more lease. Returns the callers that have no entry any more (reaped: their process stalled for longer
+# than a lease); they join again.
+ALIVE = COMMON + r"""
+local now = now_ms()
+local until_ms = now + tonumber(ARGV[2])
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local key = P .. 'acd:q:' .. ARGV[i] .. ':alive'
+  if redis.call('ZSCORE', key, ARGV[i + 1]) then
+    redis.call('ZADD', key, until_ms, ARGV[i + 1])
+  else
+    lost[#lost + 1] = ARGV[i + 1]
+  end
+end
+return lost
+"""
+
+# ARGV: prefix, queue names... Callers whose lease ran out: a waiting one is removed (its worker died
+# and the call never came back: it hung up meanwhile, or had no next ``socket``) and counted
+# ``expired``; one being offered or bridged is left to its agent's lease. Returns how many were removed.
+REAP = COMMON + r"""
+local now = now_ms()
+local removed = 0
+for i = 2, #ARGV do
+  local qk = P .. 'acd:q:' .. ARGV[i]
+  for _, caller in ipairs(redis.call('ZRANGEBYSCORE', qk .. ':alive', '-inf', '(' .. s(now), 'LIMIT', 0, 500)) do
+    redis.call('ZREM', qk .. ':alive', caller)
+    if redis.call('ZREM', qk .. ':waiting', caller) == 1 then
+      redis.call('DEL', P .. 'acd:caller:' .. caller)
+      redis.call('HINCRBY', qk .. ':stats', 'expired', 1)
+      removed = removed + 1
+    end
+  end
+end
+return removed
 """

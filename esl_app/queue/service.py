@@ -7,12 +7,21 @@ caller leaves an agent reserved) runs one Lua script that chooses the pairs atom
 offer at once; every process also subscribes to the offers channel, so a caller waiting in another
 process (or host) is woken by the message within a Redis round trip. Nothing polls for offers: a
 wrap-up's end is a timer in the process that started it, and a slow sweep (``sweep_interval``) only
-catches what a dead process left behind (its wrap-up timers, leases of offers it held).
+catches what a dead process left behind (its wrap-up timers, leases of offers it held, callers whose
+lease ran out).
+
+A waiting caller is vouched for by the process that holds it: every third of ``caller_lease_seconds``
+one script renews the lease of all its callers. When that process dies, its callers keep their places
+for the rest of the lease, long enough for FreeSWITCH to bring the call back through the dialplan's
+next ``socket`` (the hold music is played in slices of ``hold_slice_seconds`` so it ends by itself);
+the call then joins again with its own UUID and waits where it was. A caller that never comes back is
+removed by the sweep (``expired``), and is never offered once its lease ran out.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Literal
@@ -71,6 +80,15 @@ class JoinResult(BaseModel):
     joined_ms: int
     now_ms: int
     conf: dict[str, str]
+    seq: int = 0  # offers up to this sequence number were made before this join: void for this caller
+
+
+class Estimate(BaseModel):
+    """What a waiting caller is told: its place, and how long it may still wait (None: no basis for
+    a figure, no handle times yet or no agent available)."""
+
+    position: int  # 1-based among the callers waiting; 0 when not waiting (being offered)
+    seconds: float | None
 
 
 class Waiter:
@@ -78,13 +96,16 @@ class Waiter:
 
     def __init__(self, caller: str) -> None:
         self.caller = caller
+        self.queue: str | None = None  # set by join: the lease this process renews
+        self.min_seq = 0  # offers up to this one are void (made before this caller joined again)
+        self.lost = False  # the lease was found gone (this process stalled past it): join again
         self.offer: Offer | None = None
         self.event = Event()
         self.seen: set[int] = set()
 
     def deliver(self, offer: Offer) -> None:
         # each offer comes twice to the process that made it (directly, then by message): act once
-        if offer.seq not in self.seen:
+        if offer.seq not in self.seen and offer.seq > self.min_seq:
             self.seen.add(offer.seq)
             self.offer = offer
             self.event.set()
@@ -110,12 +131,29 @@ class QueueService:
         sweep_interval: float = 1.0,
         lease_seconds: float = 60.0,
         caller_ttl_seconds: float = 86400.0,
+        caller_lease_seconds: float = 45.0,
+        hold_slice_seconds: int = 20,
+        handle_samples: int = 20,
         latency_key: str | None = None,
     ) -> None:
+        if hold_slice_seconds < 2:
+            # FreeSWITCH ignores playback_timeout_sec below 2 (switch_ivr_play_file: "tmp > 1")
+            raise QueueError(f"hold_slice_seconds must be at least 2, not {hold_slice_seconds!r}")
+        if caller_lease_seconds <= 0 or handle_samples < 1:
+            raise QueueError("caller_lease_seconds must be > 0 and handle_samples >= 1")
         self.prefix = prefix
         self.sweep_interval = sweep_interval
         self.lease_seconds = lease_seconds
         self.caller_ttl_ms = int(caller_ttl_seconds * 1000)
+        # a caller's place outlives its process for this long: renewed every third of it, it must
+        # cover a slice of music running on with nobody listening, plus the reconnect
+        self.caller_lease_seconds = caller_lease_seconds
+        self.hold_slice_seconds = int(hold_slice_seconds)
+        self.handle_samples = handle_samples
+        if caller_lease_seconds * 2 / 3 < hold_slice_seconds + 2:
+            log.warning("caller_lease_seconds %.1f is short for hold_slice_seconds %d: a caller whose worker"
+                        " died may lose its place before its call comes back", caller_lease_seconds,
+                        hold_slice_seconds)  # fmt: skip
         # where a benchmark collects (kind, seconds) samples: event -> bridge execute written
         self.latency_key = latency_key
         pool = redis.ConnectionPool.from_url(redis_url, connection_class=GeventConnection, socket_timeout=10,
@@ -130,6 +168,8 @@ class QueueService:
         self._ring = self.client.register_script(scripts.RING)
         self._agent_status = self.client.register_script(scripts.AGENT_STATUS)
         self._wake = self.client.register_script(scripts.WAKE)
+        self._alive = self.client.register_script(scripts.ALIVE)
+        self._reap = self.client.register_script(scripts.REAP)
         self.waiters: dict[str, Waiter] = {}
         self._greenlets: list[gevent.Greenlet] = []
         self._subscribed = Event()
@@ -145,6 +185,7 @@ class QueueService:
         """Subscribe to offers and start the sweep; ``install`` makes it this process's ``call.enqueue`` service."""
         global _current
         self._greenlets.append(gevent.spawn(self._subscriber))
+        self._greenlets.append(gevent.spawn(self._keeper))
         if self.sweep_interval > 0:
             self._greenlets.append(gevent.spawn(self._sweeper))
         if not self._subscribed.wait(10):
@@ -186,9 +227,38 @@ class QueueService:
         while True:
             gevent.sleep(self.sweep_interval)
             try:
+                self.reap_all()
                 self.wake_all()
             except Exception as exc:
                 log.warning("queue sweep failed: %s", exc)
+
+    def _keeper(self) -> None:
+        while True:
+            gevent.sleep(self.caller_lease_seconds / 3)
+            try:
+                self.keep_alive()
+            except Exception as exc:  # Redis away: the next round renews (a lease spans three)
+                log.warning("renewing the callers' leases failed: %s", exc)
+
+    def keep_alive(self) -> None:
+        """Renew the lease of every caller this process holds (one script for all of them)."""
+        held = [(w.queue, w) for w in list(self.waiters.values()) if w.queue]
+        if not held:
+            return
+        args: list[str | int] = [self.prefix, int(self.caller_lease_seconds * 1000)]
+        for queue, waiter in held:
+            args += [queue, waiter.caller]  # type: ignore[list-item]
+        for caller in self._alive(args=args):
+            waiter = self.waiters.get(caller.decode())
+            if waiter is not None:
+                log.warning("%s: its queue lease ran out while it was held here: it joins again", waiter.caller)
+                waiter.lost = True
+                waiter.event.set()
+
+    def reap_all(self) -> int:
+        """Remove the waiting callers whose lease ran out; returns how many."""
+        queues = sorted(q.decode() for q in self.client.smembers(self.prefix + "acd:queues"))
+        return int(self._reap(args=[self.prefix, *queues])) if queues else 0
 
     # -- offers --------------------------------------------------------------------------------------
     def _deliver(self, messages: Iterable[str | bytes]) -> None:
@@ -203,8 +273,11 @@ class QueueService:
         waiter = self.waiters[caller] = Waiter(caller)
         return waiter
 
-    def unregister(self, caller: str) -> None:
-        self.waiters.pop(caller, None)
+    def unregister(self, caller: str, waiter: Waiter | None = None) -> None:
+        """Stop holding ``caller`` (``waiter``: only if it is still that one: the same call may already
+        wait again through another connection of this process)."""
+        if waiter is None or self.waiters.get(caller) is waiter:
+            self.waiters.pop(caller, None)
 
     def record_latency(self, offer: Offer, seconds: float) -> None:
         if self.latency_key:
@@ -216,14 +289,21 @@ class QueueService:
             raise QueueError(f"priority must be 0..9 (9 is served first), not {priority!r}")
         try:
             result = self._join(args=[self.prefix, caller, queue, int(priority), skills_text(skills or {}),
-                                      f"{time.time():.6f}", self.caller_ttl_ms])  # fmt: skip
+                                      f"{time.time():.6f}", self.caller_ttl_ms,
+                                      int(self.caller_lease_seconds * 1000)])  # fmt: skip
         except redis.ResponseError as exc:
             if "NOQUEUE" in str(exc):
                 raise QueueError(f"unknown queue {queue!r}") from None
             raise
-        position, joined, now, *offers = result
+        position, joined, now, seq, *offers = result
+        waiter = self.waiters.get(caller)
+        if waiter is not None:
+            waiter.queue, waiter.lost, waiter.min_seq = queue, False, int(seq)
+            if waiter.offer is not None and waiter.offer.seq <= int(seq):
+                waiter.take()  # by message, for the process that held this caller before it joined again
         self._deliver(offers)
-        return JoinResult(position=int(position), joined_ms=int(joined), now_ms=int(now), conf=self.queue_conf(queue))
+        return JoinResult(position=int(position), joined_ms=int(joined), now_ms=int(now), conf=self.queue_conf(queue),
+                          seq=int(seq))  # fmt: skip
 
     def queue_conf(self, queue: str) -> dict[str, str]:
         """The queue's settings as published (cached 5 s: an offer doesn't wait for a read)."""
@@ -232,6 +312,42 @@ class QueueService:
             raw = self.client.hgetall(self._qkey(queue, "conf"))
             cached = self._conf[queue] = (time.monotonic(), {k.decode(): v.decode() for k, v in raw.items()})
         return cached[1]
+
+    def caller_state(self, caller: str) -> str | None:
+        """waiting, offered or bridged; None for a caller not (or no longer) in a queue."""
+        state = self.client.hget(self.prefix + "acd:caller:" + caller, "state")
+        return state.decode() if state else None
+
+    def record_handle_time(self, queue: str, seconds: float) -> None:
+        """An answered call's handle time (talk, plus the queue's wrap-up): the last ``handle_samples``
+        are kept for the estimated wait."""
+        key = self._qkey(queue, "handle")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(key, f"{max(0.0, seconds):.3f}")
+        pipe.ltrim(key, 0, self.handle_samples - 1)
+        pipe.execute()
+
+    def estimate(self, queue: str, caller: str) -> Estimate:
+        """The caller's place and estimated wait: position x average handle time / available agents
+        (the average over the queue's last ``handle_samples`` answered calls; available: the queue's
+        agents whose status is Available, whatever their state). Agents free up at about
+        available / AHT per second, and the caller needs ``position`` of them."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrank(self._qkey(queue, "waiting"), caller)
+        pipe.lrange(self._qkey(queue, "handle"), 0, -1)
+        pipe.zrange(self._qkey(queue, "tiers"), 0, -1)
+        rank, handles, agents = pipe.execute()
+        position = 0 if rank is None else int(rank) + 1
+        if not position or not handles or not agents:
+            return Estimate(position=position, seconds=None)
+        pipe = self.client.pipeline(transaction=False)
+        for agent in agents:
+            pipe.hget(self.prefix + "acd:agent:" + agent.decode(), "status")
+        available = sum(1 for status in pipe.execute() if status == b"Available")
+        if not available:
+            return Estimate(position=position, seconds=None)
+        average = sum(float(h) for h in handles) / len(handles)
+        return Estimate(position=position, seconds=math.ceil(position * average / available))
 
     def leave(self, caller: str, reason: LeaveReason) -> bool:
         known, *offers = self._leave(args=[self.prefix, caller, reason, f"{time.time():.6f}"])
@@ -328,7 +444,7 @@ class QueueService:
                 "strategy": q.strategy, "max_wait_ms": q.max_wait_seconds * 1000, "wrap_ms": q.wrap_up_seconds * 1000,
                 "ring_s": q.ring_seconds, "na_delay_ms": q.no_answer_delay_seconds * 1000,
                 "max_na": q.max_no_answer, "music": q.music, "announcement": q.announcement or "",
-                "lease_ms": lease_ms,
+                "announce_every_ms": (q.announce_every_seconds or 0) * 1000, "lease_ms": lease_ms,
             })  # fmt: skip
             pipe.delete(self._qkey(q.name, "tiers"))
         for a in config.agents:

@@ -247,6 +247,8 @@ class Channel:
         self._sequence = first_sequence
         # what ${func(args)} runs; None: api-expansion off (FreeSWITCH inserts a refusal text)
         self.api_runner: Callable[[str, str], str | None] | None = None
+        # an application's %[name=value,...] variables while it runs (switch_channel_set_scope_variables)
+        self.scopes: list[dict[str, str]] = []
         self.variables: dict[str, str] = {
             "direction": "inbound",
             "uuid": unique_id,
@@ -280,7 +282,11 @@ class Channel:
             self.variables[name] = str(value)
 
     def get_var(self, name: str) -> str | None:
-        """``switch_channel_get_variable``: the variable, else the caller profile field of that name."""
+        """``switch_channel_get_variable``: a running application's scoped variable, the channel
+        variable, else the caller profile field of that name."""
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return scope[name]
         value = self.variables.get(name)
         if value is not None:
             return value
@@ -460,6 +466,32 @@ class Channel:
         }
         for name, value in values.items():
             self.set_var(name, value)
+
+
+def scoped_variables(arg: str) -> tuple[dict[str, str], str] | None:
+    """An expanded application argument that starts ``%[a=1,b=2]`` (or ``%<d>[...]`` with another
+    delimiter): its scoped variables and the rest (switch_core_session_exec with
+    switch_event_create_brackets); None when it does not start so."""
+    if not arg.startswith("%") or "[" not in arg[1:3]:
+        return None
+    delim = ","
+    text = arg[1:]
+    if text[0] != "[":
+        delim, text = text[0], text[1:]
+    depth, end = 0, -1
+    for index, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if depth == 0:
+            end = index
+            break
+    if end < 0:
+        return None
+    variables = {}
+    for item in expansion.separate_string(text[1:end], delim):
+        name, equals, value = item.partition("=")
+        if equals and name:
+            variables[name] = value
+    return variables, text[end + 1 :]
 
 
 def split_arguments(text: str, limit: int = 1024) -> list[str]:

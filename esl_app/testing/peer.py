@@ -57,6 +57,7 @@ from .channel import (
     Profile,
     common_headers,
     now_us,
+    scoped_variables,
     socket_application_data,
     split_arguments,
 )
@@ -1463,7 +1464,12 @@ class FakeFreeSWITCH(EventSubscriptions):
             return
         ch = self.channel
         # switch_core_session_exec expands every argument unless app_disable_expand_variables is true
-        arg = message.arg if switch.is_true(ch.get_var("app_disable_expand_variables")) else ch.expand(message.arg)
+        expands = not switch.is_true(ch.get_var("app_disable_expand_variables"))
+        arg = ch.expand(message.arg) if expands else message.arg
+        scoped = scoped_variables(arg) if expands else None
+        if scoped is not None:  # %[name=value,...]: variables for this application only
+            ch.scopes.append(scoped[0])
+            arg = scoped[1]
         frame = _Frame(message, app, arg, spec.breakable)
         handler = getattr(self, spec.handler)
         total = str(message.loops) if message.loops > 0 else ("-1" if message.loops < 0 else "1")
@@ -1513,6 +1519,8 @@ class FakeFreeSWITCH(EventSubscriptions):
                     break
         finally:
             self._stack.remove(frame)
+            if scoped is not None:
+                ch.scopes.remove(scoped[0])
         digits = self.script.dtmf_events.get(message.index) if message.index else None
         if digits and not self._down:
             self._caller_digits(digits)
@@ -1737,6 +1745,12 @@ class FakeFreeSWITCH(EventSubscriptions):
         ch = self.channel
         self._pre_answer()
         seconds = self._runtime("playback")
+        # switch_ivr_play_file: playback_timeout_sec (whole seconds, above 1) ends it early, a
+        # PLAYBACK ERROR unless playback_timeout_as_success
+        limit = ch.get_var("playback_timeout_sec") or ""
+        timed_out = limit.isdigit() and int(limit) > 1 and int(limit) < seconds
+        if timed_out:
+            seconds = float(limit)
         started = time.monotonic()
         outcome = "hangup" if self._down else self._wait_app(frame, seconds)
         played_ms = int(seconds * 1000) if outcome == "done" else int((time.monotonic() - started) * 1000)
@@ -1745,7 +1759,10 @@ class FakeFreeSWITCH(EventSubscriptions):
         ch.set_var("playback_seconds", str(played_ms // 1000))
         ch.set_var("playback_ms", str(played_ms))
         ch.set_var("playback_samples", str(samples))
-        ch.set_var("current_application_response", "PLAYBACK ERROR" if outcome == "hangup" else "FILE PLAYED")
+        failed = outcome == "hangup" or (
+            outcome == "done" and timed_out and not switch.is_true(ch.get_var("playback_timeout_as_success"))
+        )
+        ch.set_var("current_application_response", "PLAYBACK ERROR" if failed else "FILE PLAYED")
 
     def _app_play_and_get_digits(self, frame: _Frame) -> None:
         args = split_arguments(frame.arg)

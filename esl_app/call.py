@@ -51,6 +51,8 @@ class BridgeResult(BaseModel):
     cause: str | None = None  # the failure cause, or the far end's hangup cause after an answered bridge
     dial_status: str | None = None
     other_leg_uuid: str | None = None
+    # when FreeSWITCH reported the bridge over (its event's Event-Date-Timestamp, epoch seconds)
+    ended_at: float | None = None
 
     @property
     def answered(self) -> bool:
@@ -630,9 +632,13 @@ def bridge_result(event: Event) -> BridgeResult:
     status = event.get("variable_DIALSTATUS") or ""
     disposition = event.get("variable_originate_disposition") or ""
     other = event.get("variable_bridge_uuid") or event.get("Other-Leg-Unique-ID")
+    stamp = event.get("Event-Date-Timestamp") or ""
+    ended_at = int(stamp) / 1_000_000 if stamp.isdigit() else None
     if status.upper() == "SUCCESS" or disposition.upper() in ("SUCCESS", "ANSWER"):
         cause = event.get("variable_last_bridge_hangup_cause") or event.get("variable_bridge_hangup_cause")
-        return BridgeResult(outcome="answered", cause=cause, dial_status=status or None, other_leg_uuid=other)
+        return BridgeResult(
+            outcome="answered", cause=cause, dial_status=status or None, other_leg_uuid=other, ended_at=ended_at
+        )
     cause = (disposition or event.get("variable_originate_failed_cause") or status or "").upper() or None
     key = {status.upper(), cause or ""}
     if key & _BUSY:
@@ -641,7 +647,9 @@ def bridge_result(event: Event) -> BridgeResult:
         outcome = "no_answer"
     else:
         outcome = "failed"
-    return BridgeResult(outcome=outcome, cause=cause, dial_status=status or None, other_leg_uuid=other)
+    return BridgeResult(
+        outcome=outcome, cause=cause, dial_status=status or None, other_leg_uuid=other, ended_at=ended_at
+    )
 
 
 __all__ = ["BridgeResult", "Call", "CallTransferred", "CommandError", "RecordResult", "bridge_result"]

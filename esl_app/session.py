@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,8 +98,8 @@ class Session:
         "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_riders", "_waiters", "answered",
         "channel_data",
         "closed", "connection", "events_received", "full", "hangup_by", "hangup_cause", "hangup_complete",
-        "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "other_leg", "settings",
-        "transferred", "uuid", "waker",
+        "hangup_complete_event", "hung_up", "last_execute", "lingering", "mode", "name", "observer", "other_leg",
+        "settings", "transferred", "uuid", "waker",
     )  # fmt: skip
 
     def __init__(
@@ -140,6 +141,8 @@ class Session:
         # commands that go out in the same write as the next command (a checkpoint: ``ride_along``)
         self._riders: list[tuple[bytes, Callable[[AsyncResult], None]]] = []
         self.events_received = 0
+        # (application, wall time) of the last execute written: latency figures end where the command left
+        self.last_execute: tuple[str, float] | None = None
         self.waker = Waker(self.connection, self.settings.waker)
 
     # -- handshake -------------------------------------------------------------------------------
@@ -205,6 +208,7 @@ class Session:
         replied = False
         try:
             reply = self._send(data)
+            self.last_execute = (app, time.time())
             if self.mode == "static":
                 # the application runs inline on the listener's thread until its reply (spec 2.4)
                 self._busy += 1

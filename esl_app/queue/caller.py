@@ -215,7 +215,6 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
     renewer = gevent.spawn(keep_lease)
     waited = time.monotonic() - started
     bridged_at = time.time()
-    latency = bridged_at - offer.t_event  # the event that made the pair -> this bridge execute
     try:
         result = call.bridge(offer.contact, timeout=ring)
     except CallEnded:
@@ -228,15 +227,22 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
             service.leave(offer.caller, "abandoned")
         raise
     bridge_ended_at = time.time()
+    sent = getattr(call.session, "last_execute", None)
     watcher.kill(block=False)
     renewer.kill(block=False)
-    service.record_latency(offer, latency)
     if result.answered:
         if not connected.is_set():
             service.offer_outcome(offer, "connected", in_sl=waited <= SERVICE_LEVEL_SECONDS)
-        service.offer_outcome(offer, "ended")
+        # the agent is free from FreeSWITCH's event on: the next offer's latency counts from there
+        service.offer_outcome(offer, "ended", at=result.ended_at)
+    else:
+        service.offer_outcome(offer, "no_answer", at=result.ended_at)
+    if sent is not None and sent[0] == "bridge":
+        # the event that made the pair -> this bridge execute written (after the agent is freed: the
+        # figure is a benchmark's, it must not delay the next offer)
+        service.record_latency(offer, sent[1] - offer.t_event)
+    if result.answered:
         return QueueOutcome(outcome="answered", queue=offer.queue, waited=waited, agent=offer.agent,
                             offers=1, bridge=result, bridged_at=bridged_at,
                             bridge_ended_at=bridge_ended_at)  # fmt: skip
-    service.offer_outcome(offer, "no_answer")
     return None

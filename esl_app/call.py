@@ -205,12 +205,20 @@ class Call:
 
     # -- generic ---------------------------------------------------------------------------------
     def execute(
-        self, app: str, arg: str | Expand | None = None, *, timeout: float | None = None, event_lock: bool = True
+        self,
+        app: str,
+        arg: str | Expand | None = None,
+        *,
+        timeout: float | None = None,
+        event_lock: bool = True,
+        wake: bool = True,
     ) -> Event:
         """Run any FreeSWITCH application and wait for its completion (the escape hatch).
 
-        ``arg`` arrives as written (escaped against expansion); ``Expand(...)`` to have FreeSWITCH expand it."""
-        event = self._run_app(app, arg, timeout=timeout, event_lock=event_lock)
+        ``arg`` arrives as written (escaped against expansion); ``Expand(...)`` to have FreeSWITCH expand it.
+        ``wake=False`` spares the LF waker's writes when the completion's timing does not matter (spec 9:
+        FreeSWITCH's listener may then hold it up to 20 ms)."""
+        event = self._run_app(app, arg, timeout=timeout, event_lock=event_lock, wake=wake)
         assert event is not None
         return event
 
@@ -245,11 +253,12 @@ class Call:
         event_lock: bool = True,
         wait: WaitFor = "complete",
         keep: tuple[str, ...] = (),
+        wake: bool = True,
     ) -> Event | None:
         """Every application of a flow: journaled and checkpointed when the flow is resumable."""
         journal = self.journal
         if journal is None or not journal.active:
-            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait)
+            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
         if journal.replaying:
             recorded, last = journal.next_recorded()
             if last or (recorded is not None and recorded.app == app):
@@ -265,7 +274,7 @@ class Call:
         if not journal.disabled:
             self._record_checkpoint(journal, len(journal.entries) + 1)
         journal.entries.append(entry)
-        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait)
+        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
         if event is not None:
             entry.result = keep_result(event, keep)
         return event
@@ -525,13 +534,14 @@ class Call:
         timeout: int | None = None,
         variables: Mapping[str, str] | None = None,
         call_timeout: float | None = None,
+        wake: bool = True,
     ) -> BridgeResult:
         """Bridge to ``dialstring`` and report how it went. The A-leg stays ours whatever happens:
         ``continue_on_fail`` and ``hangup_after_bridge=false`` are set first (pipelined, no extra wait).
 
         ``dialstring`` arrives as written; a flow's own ``${...}`` needs ``Expand("user/${ext}")``
         (``Expand("sofia/gateway/${gw}/") + number`` keeps ``number`` data). ``variables`` go in
-        ``{name=value}``, as data."""
+        ``{name=value}``, as data. ``wake=False``: no LF waker while it runs (``execute``)."""
         setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
         if timeout is not None:
             setup["call_timeout"] = str(int(timeout))
@@ -542,7 +552,7 @@ class Call:
         if variables:
             leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
             dialstring = "{" + leg_vars + "}" + dialstring
-        event = self.execute("bridge", dialstring, timeout=call_timeout)
+        event = self.execute("bridge", dialstring, timeout=call_timeout, wake=wake)
         return bridge_result(event)
 
     # -- queues (ACD) ----------------------------------------------------------------------------

@@ -190,11 +190,13 @@ class Session:
         wait: WaitFor = "complete",
         event_lock: bool = True,
         loops: int | None = None,
+        wake: bool = True,
     ) -> Event | None:
         """Run an application; by default block until its CHANNEL_EXECUTE_COMPLETE and return it.
 
         ``wait="start"`` returns at its CHANNEL_EXECUTE (for applications that run until hangup,
         like ``park`` or ``conference``), ``wait="none"`` once FreeSWITCH accepted the command.
+        ``wake=False``: no LF waker while waiting (a completion nobody needs within 20 ms: spec 9).
         """
         self.raise_if_gone()
         deadline = timeout if timeout is not None else self.settings.execute_timeout
@@ -225,7 +227,7 @@ class Session:
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
-            if self.mode == "async" and self.settings.waker.enabled:
+            if self.mode == "async" and wake and self.settings.waker.enabled:
                 # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9)
                 with self.waker:
                     event = self._get(waiter.result, remaining, app, reported=deadline, probe=True)

@@ -57,7 +57,8 @@ class _Music:
         while not self.stopped:
             self.playing = True
             try:
-                self.call.execute("playback", self.source)
+                # nobody waits on the music's completion: no LF waker writes (60 per playback, spec 9)
+                self.call.execute("playback", self.source, wake=False)
             except (CallEnded, CommandError, CommandTimeout):
                 return
             finally:
@@ -216,7 +217,9 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
     waited = time.monotonic() - started
     bridged_at = time.time()
     try:
-        result = call.bridge(offer.contact, timeout=ring)
+        # no LF waker: an agent's call ends long after its 60 ms burst, so those writes (~60 per offer,
+        # the workers' largest CPU cost at 100 callers/s) only hurried a bridge that failed at once
+        result = call.bridge(offer.contact, timeout=ring, wake=False)
     except CallEnded:
         watcher.kill(block=False)
         renewer.kill(block=False)

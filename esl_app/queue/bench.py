@@ -13,6 +13,7 @@ answered bridge (agent, caller, start, end), so a double offer shows as overlapp
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -51,6 +52,7 @@ def worker_main(argv: list[str]) -> int:
 
     server = OutboundServer(app.handle, "127.0.0.1", 0)
     server.start()
+    gc.freeze()  # as a pool worker does after start-up (esl_app.pools.worker.main)
     print(server.address[1], flush=True)
     import gevent
 

@@ -159,8 +159,10 @@ def run(
     try:
         for _ in range(workers):
             cmd = [sys.executable, "-m", "esl_app.queue.bench", "worker", "--redis", redis_url, "--prefix", prefix]
+            # each process in its own session: with the kernel's autogroup scheduling, processes of one
+            # session share one group's CPU, so the 4 of a bench got one job's share of a busy machine
             proc = subprocess.Popen(cmd + (["--audit"] if audit else []), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)
+                                    stdout=subprocess.PIPE, text=True, start_new_session=True)
             procs.append(proc)
         ports = [int(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
         start_cpu = sum(_cpu_seconds(p.pid) for p in procs)  # their start-up (imports) is not per call
@@ -172,7 +174,7 @@ def run(
         placers = [
             subprocess.Popen([sys.executable, "-m", "esl_app.queue.bench", "drive", ",".join(map(str, ports)),
                               str(share[i]), str(rate * share[i] / calls), str(talk_seconds), str(i)],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
             for i in range(drivers)
             if share[i]
         ]

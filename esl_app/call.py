@@ -51,6 +51,8 @@ class BridgeResult(BaseModel):
     cause: str | None = None  # the failure cause, or the far end's hangup cause after an answered bridge
     dial_status: str | None = None
     other_leg_uuid: str | None = None
+    # when FreeSWITCH reported the bridge over (its event's Event-Date-Timestamp, epoch seconds)
+    ended_at: float | None = None
 
     @property
     def answered(self) -> bool:
@@ -203,12 +205,20 @@ class Call:
 
     # -- generic ---------------------------------------------------------------------------------
     def execute(
-        self, app: str, arg: str | Expand | None = None, *, timeout: float | None = None, event_lock: bool = True
+        self,
+        app: str,
+        arg: str | Expand | None = None,
+        *,
+        timeout: float | None = None,
+        event_lock: bool = True,
+        wake: bool = True,
     ) -> Event:
         """Run any FreeSWITCH application and wait for its completion (the escape hatch).
 
-        ``arg`` arrives as written (escaped against expansion); ``Expand(...)`` to have FreeSWITCH expand it."""
-        event = self._run_app(app, arg, timeout=timeout, event_lock=event_lock)
+        ``arg`` arrives as written (escaped against expansion); ``Expand(...)`` to have FreeSWITCH expand it.
+        ``wake=False`` spares the LF waker's writes when the completion's timing does not matter (spec 9:
+        FreeSWITCH's listener may then hold it up to 20 ms)."""
+        event = self._run_app(app, arg, timeout=timeout, event_lock=event_lock, wake=wake)
         assert event is not None
         return event
 
@@ -243,11 +253,12 @@ class Call:
         event_lock: bool = True,
         wait: WaitFor = "complete",
         keep: tuple[str, ...] = (),
+        wake: bool = True,
     ) -> Event | None:
         """Every application of a flow: journaled and checkpointed when the flow is resumable."""
         journal = self.journal
         if journal is None or not journal.active:
-            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait)
+            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
         if journal.replaying:
             recorded, last = journal.next_recorded()
             if last or (recorded is not None and recorded.app == app):
@@ -263,7 +274,7 @@ class Call:
         if not journal.disabled:
             self._record_checkpoint(journal, len(journal.entries) + 1)
         journal.entries.append(entry)
-        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait)
+        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
         if event is not None:
             entry.result = keep_result(event, keep)
         return event
@@ -543,13 +554,14 @@ class Call:
         timeout: int | None = None,
         variables: Mapping[str, str] | None = None,
         call_timeout: float | None = None,
+        wake: bool = True,
     ) -> BridgeResult:
         """Bridge to ``dialstring`` and report how it went. The A-leg stays ours whatever happens:
         ``continue_on_fail`` and ``hangup_after_bridge=false`` are set first (pipelined, no extra wait).
 
         ``dialstring`` arrives as written; a flow's own ``${...}`` needs ``Expand("user/${ext}")``
         (``Expand("sofia/gateway/${gw}/") + number`` keeps ``number`` data). ``variables`` go in
-        ``{name=value}``, as data."""
+        ``{name=value}``, as data. ``wake=False``: no LF waker while it runs (``execute``)."""
         setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
         if timeout is not None:
             setup["call_timeout"] = str(int(timeout))
@@ -560,7 +572,7 @@ class Call:
         if variables:
             leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
             dialstring = "{" + leg_vars + "}" + dialstring
-        event = self.execute("bridge", dialstring, timeout=call_timeout)
+        event = self.execute("bridge", dialstring, timeout=call_timeout, wake=wake)
         return bridge_result(event)
 
     # -- queues (ACD) ----------------------------------------------------------------------------
@@ -650,9 +662,13 @@ def bridge_result(event: Event) -> BridgeResult:
     status = event.get("variable_DIALSTATUS") or ""
     disposition = event.get("variable_originate_disposition") or ""
     other = event.get("variable_bridge_uuid") or event.get("Other-Leg-Unique-ID")
+    stamp = event.get("Event-Date-Timestamp") or ""
+    ended_at = int(stamp) / 1_000_000 if stamp.isdigit() else None
     if status.upper() == "SUCCESS" or disposition.upper() in ("SUCCESS", "ANSWER"):
         cause = event.get("variable_last_bridge_hangup_cause") or event.get("variable_bridge_hangup_cause")
-        return BridgeResult(outcome="answered", cause=cause, dial_status=status or None, other_leg_uuid=other)
+        return BridgeResult(
+            outcome="answered", cause=cause, dial_status=status or None, other_leg_uuid=other, ended_at=ended_at
+        )
     cause = (disposition or event.get("variable_originate_failed_cause") or status or "").upper() or None
     key = {status.upper(), cause or ""}
     if key & _BUSY:
@@ -661,7 +677,9 @@ def bridge_result(event: Event) -> BridgeResult:
         outcome = "no_answer"
     else:
         outcome = "failed"
-    return BridgeResult(outcome=outcome, cause=cause, dial_status=status or None, other_leg_uuid=other)
+    return BridgeResult(
+        outcome=outcome, cause=cause, dial_status=status or None, other_leg_uuid=other, ended_at=ended_at
+    )
 
 
 __all__ = ["BridgeResult", "Call", "CallTransferred", "CommandError", "RecordResult", "bridge_result"]

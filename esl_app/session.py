@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,7 +98,8 @@ class Session:
         "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_riders", "_waiters", "answered",
         "channel_data",
         "closed", "connection", "connection_lost", "events_received", "full", "hangup_by", "hangup_cause",
-        "hangup_complete", "hangup_complete_event", "hung_up", "lingering", "mode", "name", "observer", "other_leg",
+        "hangup_complete", "hangup_complete_event", "hung_up", "last_execute", "lingering", "mode", "name", "observer",
+        "other_leg",
         "settings", "transferred", "uuid", "waker",
     )  # fmt: skip
 
@@ -143,6 +145,8 @@ class Session:
         # commands that go out in the same write as the next command (a checkpoint: ``ride_along``)
         self._riders: list[tuple[bytes, Callable[[AsyncResult], None]]] = []
         self.events_received = 0
+        # (application, wall time) of the last execute written: latency figures end where the command left
+        self.last_execute: tuple[str, float] | None = None
         self.waker = Waker(self.connection, self.settings.waker)
 
     # -- handshake -------------------------------------------------------------------------------
@@ -190,11 +194,13 @@ class Session:
         wait: WaitFor = "complete",
         event_lock: bool = True,
         loops: int | None = None,
+        wake: bool = True,
     ) -> Event | None:
         """Run an application; by default block until its CHANNEL_EXECUTE_COMPLETE and return it.
 
         ``wait="start"`` returns at its CHANNEL_EXECUTE (for applications that run until hangup,
         like ``park`` or ``conference``), ``wait="none"`` once FreeSWITCH accepted the command.
+        ``wake=False``: no LF waker while waiting (a completion nobody needs within 20 ms: spec 9).
         """
         self.raise_if_gone()
         deadline = timeout if timeout is not None else self.settings.execute_timeout
@@ -208,6 +214,7 @@ class Session:
         replied = False
         try:
             reply = self._send(data)
+            self.last_execute = (app, time.time())
             if self.mode == "static":
                 # the application runs inline on the listener's thread until its reply (spec 2.4)
                 self._busy += 1
@@ -224,7 +231,7 @@ class Session:
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
-            if self.mode == "async" and self.settings.waker.enabled:
+            if self.mode == "async" and wake and self.settings.waker.enabled:
                 # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9)
                 with self.waker:
                     event = self._get(waiter.result, remaining, app, reported=deadline, probe=True)

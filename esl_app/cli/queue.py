@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench-queue", help="ACD offer latency across worker processes, beside mod_callcenter")
     bench.add_argument("--redis", default=DEFAULT_REDIS)
     bench.add_argument("--workers", type=int, default=2)
-    bench.add_argument("--calls", type=int, default=400, help="calls per scenario (default 400)")
+    bench.add_argument("--calls", type=int, default=2000, help="calls per scenario (default 2000: 20 s at 100/s)")
     bench.add_argument("--rate", type=float, default=100.0, help="new callers per second (default 100)")
     bench.add_argument("--drivers", type=int, default=2, help="processes playing FreeSWITCH's side")
     bench.add_argument("--idle-agents", type=int, default=100, help="agents in the 'idle agents' scenario")

@@ -5,6 +5,7 @@ address running every route."""
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 from typing import Any
 
@@ -66,6 +67,7 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     # before the banner: whoever waits for it to send SIGTERM must get the graceful stop, not a kill
     gevent.signal_handler(signal.SIGTERM, graceful)
     gevent.signal_handler(signal.SIGINT, graceful)
+    gc.freeze()  # start-up's objects out of the collector's scans (esl_app.pools.worker.main)
     print(f"esl-app: serving {args.app} on {server.address[0]}:{server.address[1]}", flush=True)
     print(f"esl-app: accepting calls from {peers.describe() if peers else 'any address'}", flush=True)
     warn_if_nobody_may_call("the server", host, settings)

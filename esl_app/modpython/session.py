@@ -246,9 +246,11 @@ class InProcessSession:
         wait: WaitFor = "complete",
         event_lock: bool = True,
         loops: int | None = None,
+        wake: bool = True,
     ) -> ExecuteResult | None:
         """Run an application on the call's thread until it returns (``wait`` makes no difference
-        here: an application always runs to its end before ``execute`` returns)."""
+        here: an application always runs to its end before ``execute`` returns; nor does ``wake``:
+        there is no listener poll in process)."""
         self.raise_if_gone()
         if loops is not None and loops != 1:
             raise VerbUnavailable(f"execute {app} with loops={loops}", "call execute in a Python loop instead")

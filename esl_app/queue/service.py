@@ -355,10 +355,17 @@ class QueueService:
         return bool(known)
 
     def offer_outcome(
-        self, offer: Offer, outcome: Literal["connected", "ended", "no_answer", "renew"], *, in_sl: bool = False
+        self,
+        offer: Offer,
+        outcome: Literal["connected", "ended", "no_answer", "renew"],
+        *,
+        in_sl: bool = False,
+        at: float | None = None,
     ) -> bool:
-        """Report what became of an offer; False when the agent no longer holds this caller."""
-        args = [self.prefix, offer.caller, offer.agent, outcome, f"{time.time():.6f}", "1" if in_sl else "0"]
+        """Report what became of an offer; False when the agent no longer holds this caller. ``at``: when
+        it happened (wall time, e.g. FreeSWITCH's event), for the latency of the offer it makes."""
+        t_event = time.time() if at is None else at
+        args = [self.prefix, offer.caller, offer.agent, outcome, f"{t_event:.6f}", "1" if in_sl else "0"]
         first, *offers = self._offer(args=args)
         self._deliver(offers)
         if outcome == "ended" and int(first) > 0:

@@ -103,9 +103,11 @@ def simulate_tcp_call(
     timeout: float = 30.0,
     emit: Callable[[str], None] | None = None,
     timing: TimingModel | None = None,
+    trace: bool = True,
     **fields: Any,
 ) -> SimulatedCall:
-    """Place one call over TCP to a running esl-app server, as FreeSWITCH's ``socket`` app would."""
+    """Place one call over TCP to a running esl-app server, as FreeSWITCH's ``socket`` app would.
+    ``trace=False`` keeps no trace (a load generator: the trace re-parses every frame written)."""
     lines: list[str] = []
 
     def record_line(line: str) -> None:
@@ -116,7 +118,8 @@ def simulate_tcp_call(
     sock = gevent.socket.create_connection(address, timeout=timeout)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as FreeSWITCH does (spec 2.1)
-    peer = FakeFreeSWITCH(_script(script, fields), TracingSocket(sock, record_line), timing=timing)
+    wire = TracingSocket(sock, record_line) if trace or emit is not None else sock
+    peer = FakeFreeSWITCH(_script(script, fields), wire, timing=timing)
     with gevent.Timeout(timeout, TimeoutError(f"simulated call to {address} did not finish within {timeout} s")):
         record = peer.run()
     return SimulatedCall(record, None, lines)

@@ -265,7 +265,7 @@ def test_a_journal_too_long_for_a_channel_variable_is_cleared_and_the_call_is_no
     @app.route("3000", name="long", resumable=True)
     def long_flow(call: Call) -> None:
         call.answer()
-        for number in range(60):
+        for number in range(90):  # ~50 characters each in the journal
             call.playback(f"prompt-{number}.wav")
         call.hangup()
 

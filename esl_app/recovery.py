@@ -122,23 +122,30 @@ _SHORT = {name: str(number) for number, name in enumerate(RESULT_HEADERS)}
 _LONG = {short: name for name, short in _SHORT.items()}
 
 
-# most application entries repeat from call to call (an answer, a prompt played to its end): their
-# fields are made once per process
-_APP_FIELDS: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
-_APP_FIELDS_MAX = 4096
+# most fields repeat from call to call (a route's head, an answer, a prompt played to its end, a
+# checkpoint without state): each is made once per process (JSON encoding is what a field costs)
+_FIELDS: dict[tuple[Any, ...], bytes] = {}
+_FIELDS_MAX = 4096
+
+
+def _cached(key: tuple[Any, ...], item: list[Any]) -> bytes:
+    field = _FIELDS.get(key)
+    if field is None:
+        field = _fragment(item)
+        if len(_FIELDS) >= _FIELDS_MAX:
+            _FIELDS.clear()  # caller-dependent values (digits, destinations) would grow it without end
+        _FIELDS[key] = field
+    return field
 
 
 def _entry_fragment(entry: Entry) -> bytes:
     if entry.app is None:
-        return _fragment(["c", entry.name, entry.state or {}])
-    key = (entry.app, tuple(entry.result.items()))
-    fragment = _APP_FIELDS.get(key)
-    if fragment is None:
-        fragment = _fragment(["a", entry.app, {_SHORT.get(k, k): v for k, v in entry.result.items()}])
-        if len(_APP_FIELDS) >= _APP_FIELDS_MAX:
-            _APP_FIELDS.clear()  # caller-dependent results (digits) would make it grow without end
-        _APP_FIELDS[key] = fragment
-    return fragment
+        if entry.state:
+            return _fragment(["c", entry.name, entry.state])
+        return _cached(("c", entry.name), ["c", entry.name, {}])
+    result = entry.result
+    key = ("a", entry.app, *result.items())
+    return _cached(key, ["a", entry.app, {_SHORT.get(k, k): v for k, v in result.items()}])
 
 
 def _entry_of(item: Any) -> Entry:
@@ -170,7 +177,7 @@ class JournalWriter:
     __slots__ = ("_mac", "_parts", "chars", "written")
 
     def __init__(self, key: bytes, uuid: str, route: str, destination: str, context: str) -> None:
-        head = _fragment([route, destination, context])
+        head = _cached(("h", route, destination, context), [route, destination, context])
         self._mac = _mac(key, uuid)
         self._mac.update(head)
         self._parts = [head]

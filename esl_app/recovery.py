@@ -237,7 +237,7 @@ class CheckpointCodec:
             return Checkpoint(
                 route=route, destination=destination, context=context, issued=int(fields[-1]), entries=entries
             )
-        except (binascii.Error, ValueError, TypeError, ValidationError):
+        except (binascii.Error, ValueError, TypeError, AttributeError, ValidationError):
             return None
 
 

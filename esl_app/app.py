@@ -441,10 +441,10 @@ class App:
         # in process (mod_python3) the flow runs on the call's own thread: no worker can die apart from
         # the switch, so there is nothing to journal
         if match.route.name in self._resumable and not call.session.in_process:
-            call.checkpoints = self.checkpoint_codec()
             name = match.route.name
             recovered = call.recovered if call.recovered is not None and call.recovered.route == name else None
-            call.journal = Journal(name, recovered, destination=call.destination, context=call.context)
+            writer = self.checkpoint_codec().writer(call.uuid, name, call.destination, call.context)
+            call.journal = Journal(writer, recovered)
         match.route.flow(call, **match.kwargs())
 
     def hand_off_to_async(self, call: Call) -> None:

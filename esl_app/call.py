@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from .errors import CallTransferred, CommandError, UnsafeArgumentError
 from .protocol import Event, Headers, commands
 from .protocol.expansion import Expand, quote_token, setvar_value
-from .recovery import MAX_CHARS, VARIABLE, Checkpoint, CheckpointCodec, Entry, Journal, check_state, keep_result
+from .recovery import MAX_CHARS, RESULT_HEADERS, VARIABLE, Checkpoint, Entry, Journal, check_state, keep_result
 from .recovery import replayed_event as _replayed_event
 from .session import BackgroundJob, Session, WaitFor
 
@@ -34,6 +34,11 @@ HangupHook = Callable[["Call", str | None], None]
 HANDOFF_DESTINATION = "esl_app_destination"
 HANDOFF_CONTEXT = "esl_app_context"
 
+# what bridge_result reads from a bridge's completion (all a replayed bridge needs)
+BRIDGE_HEADERS = (
+    "variable_DIALSTATUS", "variable_originate_disposition", "variable_originate_failed_cause",
+    "variable_last_bridge_hangup_cause", "variable_bridge_hangup_cause", "variable_bridge_uuid", "Other-Leg-Unique-ID",
+)  # fmt: skip
 _BUSY = {"USER_BUSY", "BUSY", "CALL_REJECTED"}
 _NO_ANSWER = {"NO_ANSWER", "NOANSWER", "NO_USER_RESPONSE", "ALLOTTED_TIMEOUT", "PROGRESS_TIMEOUT"}
 _VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -101,8 +106,7 @@ class Call:
     """One call, as seen by a flow. Created by the framework after ``connect``."""
 
     __slots__ = (
-        "_hangup_hooks", "_variables", "checkpoints", "handed_off", "journal", "match", "recovered", "resumed",
-        "session", "state",
+        "_hangup_hooks", "_variables", "handed_off", "journal", "match", "recovered", "resumed", "session", "state",
     )  # fmt: skip
 
     def __init__(self, session: Session, match: Any = None) -> None:
@@ -117,10 +121,9 @@ class Call:
         self.handed_off = False
         self.resumed = False
         # session recovery (esl_app.recovery): the checkpoint this connection resumes from (a worker
-        # died mid-call), the journal of a resumable flow, and the signer of its checkpoints
+        # died mid-call), and the journal of a resumable flow
         self.recovered: Checkpoint | None = None
         self.journal: Journal | None = None
-        self.checkpoints: CheckpointCodec | None = None
 
     # -- who and what ----------------------------------------------------------------------------
     @property
@@ -218,7 +221,15 @@ class Call:
         ``arg`` arrives as written (escaped against expansion); ``Expand(...)`` to have FreeSWITCH expand it.
         ``wake=False`` spares the LF waker's writes when the completion's timing does not matter (spec 9:
         FreeSWITCH's listener may then hold it up to 20 ms)."""
-        event = self._run_app(app, arg, timeout=timeout, event_lock=event_lock, wake=wake)
+        event = self._run_app(app, arg, timeout=timeout, event_lock=event_lock, keep=RESULT_HEADERS, wake=wake)
+        assert event is not None
+        return event
+
+    def _exec(
+        self, app: str, arg: str | Expand | None, timeout: float | None, keep: tuple[str, ...] = (), wake: bool = True
+    ) -> Event:
+        """A verb's application: a resumable flow journals only the completion headers it reads."""
+        event = self._run_app(app, arg, timeout=timeout, keep=keep, wake=wake)
         assert event is not None
         return event
 
@@ -255,7 +266,10 @@ class Call:
         keep: tuple[str, ...] = (),
         wake: bool = True,
     ) -> Event | None:
-        """Every application of a flow: journaled and checkpointed when the flow is resumable."""
+        """Every application of a flow: journaled and checkpointed when the flow is resumable.
+
+        ``keep``: the completion headers the caller reads, the only ones kept in the journal (what a
+        replayed application returns)."""
         journal = self.journal
         if journal is None or not journal.active:
             return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
@@ -272,7 +286,7 @@ class Call:
             self._diverged(journal, f"application {app!r}", recorded)
         entry = Entry(app=app)
         if not journal.disabled:
-            self._record_checkpoint(journal, len(journal.entries) + 1)
+            self._record_checkpoint(journal)
         journal.entries.append(entry)
         event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
         if event is not None:
@@ -289,7 +303,7 @@ class Call:
         if journal is None or not journal.active or journal.replaying:
             return
         if not journal.disabled:
-            self._record_checkpoint(journal, len(journal.entries) + 1)
+            self._record_checkpoint(journal)
         journal.entries.append(Entry(app=app))
 
     def journal_diverged(self, what: str) -> None:
@@ -309,19 +323,23 @@ class Call:
         assert journal.recovered is not None
         journal.recovered = None
 
-    def _record_checkpoint(self, journal: Journal, issued: int) -> None:
+    def _record_checkpoint(self, journal: Journal) -> None:
         """Ride the journal on the application's own write: no round trip of its own."""
-        assert self.checkpoints is not None
-        value = self.checkpoints.encode(self.uuid, journal.snapshot(issued))
-        if len(value) > MAX_CHARS:
+        raw = journal.value()
+        if len(raw) > MAX_CHARS:
             # too long a journal for a channel variable: clear it, a crash from here restarts the flow
             log.warning("%s: checkpoint journal over %d chars: this call is no longer resumable", self.uuid, MAX_CHARS)
             journal.disabled = True
-            value = ""
+            raw = b""
+        value = raw.decode()
         if self.session.full:
-            # never expanded; FreeSWITCH runs it on the listener before it reads the next command
-            args = ("uuid_setvar", self.uuid, VARIABLE, value) if value else ("uuid_setvar", self.uuid, VARIABLE)
-            data = commands.api(*args)
+            # never expanded; FreeSWITCH runs it on the listener before it reads the next command.
+            # The line is checked once per call (the UUID); the value is the journal's own base64url,
+            # digits, dots and hex, safe by construction
+            unset = journal.unset_command
+            if not unset:
+                unset = journal.unset_command = commands.api("uuid_setvar", self.uuid, VARIABLE)
+            data = unset[:-2] + b" " + raw + b"\n\n" if raw else unset
         else:
             # api is refused without ``full``: the set application (the value is base64url and hex,
             # nothing in it can expand), queued right before the application
@@ -362,14 +380,14 @@ class Call:
 
     # -- answering and ending --------------------------------------------------------------------
     def answer(self, *, timeout: float | None = None) -> None:
-        self.execute("answer", timeout=timeout)
+        self._exec("answer", None, timeout)
         self.session.answered = True
 
     def pre_answer(self, *, timeout: float | None = None) -> None:
-        self.execute("pre_answer", timeout=timeout)
+        self._exec("pre_answer", None, timeout)
 
     def ring_ready(self, *, timeout: float | None = None) -> None:
-        self.execute("ring_ready", timeout=timeout)
+        self._exec("ring_ready", None, timeout)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """Hang the call up (a no-op when it is already down)."""
@@ -381,7 +399,7 @@ class Call:
         if not code_text.isdigit() or len(code_text) != 3:
             raise UnsafeArgumentError(f"respond needs a 3-digit SIP code, got {code!r}")
         reason = reason or _SIP_REASONS.get(int(code_text), "")
-        self.execute("respond", f"{code_text} {reason}".strip(), timeout=timeout)
+        self._exec("respond", f"{code_text} {reason}".strip(), timeout)
 
     def transfer(
         self, destination: str, dialplan: str = "XML", context: str | None = None, *, timeout: float | None = None
@@ -394,7 +412,7 @@ class Call:
         if context:
             parts.append(_quote(_not_expandable_later(context, "transfer context"), "transfer context"))
         self._forget_checkpoint()
-        self.execute("transfer", " ".join(parts), timeout=timeout)
+        self._exec("transfer", " ".join(parts), timeout)
         self.session.transferred = True
 
     def park(self) -> None:
@@ -411,7 +429,7 @@ class Call:
         """Play a file or ``tone_stream://``; returns FreeSWITCH's ``Application-Response``."""
         if isinstance(path, str) and path.startswith("phrase:"):
             _not_expandable_later(path, "phrase")  # the macro expands its data again
-        event = self.execute("playback", path, timeout=timeout)
+        event = self._exec("playback", path, timeout, ("Application-Response",))
         return event.get("Application-Response") or ""
 
     play = playback
@@ -445,9 +463,8 @@ class Call:
             args.append(_quote(regex or r"\d+|[*#0-9]+", "regex"))
         if digit_timeout is not None:
             args.append(str(int(digit_timeout * 1000)))
-        event = self._run_app(
-            "play_and_get_digits", " ".join(args), timeout=call_timeout, keep=("variable_" + variable,)
-        )
+        keep = ("variable_read_result", "variable_" + variable)
+        event = self._run_app("play_and_get_digits", " ".join(args), timeout=call_timeout, keep=keep)
         assert event is not None
         self.session.clear_dtmf()  # the digits it read also came as DTMF events: not for collect_dtmf
         if (event.get("variable_read_result") or "").lower() != "success":
@@ -513,13 +530,13 @@ class Call:
             words.append(_word(gender, "say gender"))
         # the text is one quoted argument: with spaces it would otherwise shift into the gender slot
         words.append(_quote(text, "say text"))
-        self.execute("say", " ".join(words), timeout=timeout)
+        self._exec("say", " ".join(words), timeout)
 
     def speak(self, text: str, *, engine: str = "flite", voice: str = "kal", timeout: float | None = None) -> None:
         # speak splits engine|voice at '|' and takes the rest as the text, unparsed
         _word(engine, "speak engine")
         _word(voice, "speak voice")
-        self.execute("speak", f"{engine}|{voice}|{text}", timeout=timeout)
+        self._exec("speak", f"{engine}|{voice}|{text}", timeout)
 
     def record(
         self,
@@ -535,7 +552,7 @@ class Call:
             args.append(str(int(silence_threshold)))
             if silence_hits is not None:
                 args.append(str(int(silence_hits)))
-        event = self.execute("record", " ".join(args), timeout=timeout)
+        event = self._exec("record", " ".join(args), timeout, ("variable_record_seconds", "Application-Response"))
         seconds = event.get("variable_record_seconds")
         return RecordResult(
             path=path,
@@ -544,7 +561,7 @@ class Call:
         )
 
     def sleep(self, milliseconds: int, *, timeout: float | None = None) -> None:
-        self.execute("sleep", str(int(milliseconds)), timeout=timeout)
+        self._exec("sleep", str(int(milliseconds)), timeout)
 
     # -- bridging --------------------------------------------------------------------------------
     def bridge(
@@ -572,7 +589,7 @@ class Call:
         if variables:
             leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
             dialstring = "{" + leg_vars + "}" + dialstring
-        event = self.execute("bridge", dialstring, timeout=call_timeout, wake=wake)
+        event = self._exec("bridge", dialstring, call_timeout, BRIDGE_HEADERS, wake=wake)
         return bridge_result(event)
 
     # -- queues (ACD) ----------------------------------------------------------------------------
@@ -615,7 +632,7 @@ class Call:
             literal = {}
         for n, v in values.items():
             if n not in literal:
-                self.execute("set", f"{n}={v}" if isinstance(v, str) else f"{n}=" + v, timeout=timeout)
+                self._exec("set", f"{n}={v}" if isinstance(v, str) else f"{n}=" + v, timeout)
         for n, v in values.items():
             self._variables[n] = str(v) or None
 
@@ -623,11 +640,11 @@ class Call:
         """Set a variable here and on every leg bridged later (the ``export`` application, which
         expands its argument once: the value is escaped for that pass)."""
         arg = f"{_check_variable_name(name)}={value}" if isinstance(value, str) else f"{name}=" + value
-        self.execute("export", arg, timeout=timeout)
+        self._exec("export", arg, timeout)
         self._variables[name] = str(value)
 
     def unset(self, name: str, *, timeout: float | None = None) -> None:
-        self.execute("unset", _check_variable_name(name), timeout=timeout)
+        self._exec("unset", _check_variable_name(name), timeout)
         self._variables[name] = None
 
     def get(self, name: str, *, timeout: float | None = None) -> str | None:

@@ -21,10 +21,14 @@ path given the same results (its decisions come from verb results and ``call.che
 a decision from elsewhere, such as the clock or a database, goes through ``call.checkpoint`` to be
 replayed as it was made).
 
-The value is ``<base64url(JSON)>.<mac>``: an HMAC-SHA256 under the deployment's secret (the hand-off
-secret, ``esl_app.handoff``) over the channel UUID, the route name and the JSON. Callers cannot set
-channel variables (SIP headers land in ``sip_h_*``), and a value copied from another call, another
-route, or another deployment fails the MAC: it is ignored and the call starts from the top.
+The value is ``<head>.<entry>...<entry>.<issued>.<mac>``: the route, destination and context, then one
+field per entry (compact JSON in base64url), the number of entries issued, and a keyed BLAKE2b MAC
+under a key derived from the deployment's secret (the hand-off secret, ``esl_app.handoff``) over the
+channel UUID and all the rest. It grows append-only: each field is encoded once and the MAC state over
+the prefix is kept (``JournalWriter``), so a write costs the same at the tenth application as at the
+first. Callers cannot set channel variables (SIP headers land in ``sip_h_*``), and a value copied
+from another call, another route, or another deployment fails the MAC: it is ignored and the call
+starts from the top.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import hashlib
 import hmac
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -47,7 +52,8 @@ MAX_CHARS = 3000  # of the encoded value: a channel variable, sent in every conn
 _MAC_CHARS = 32
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
-# what verbs read from an application's CHANNEL_EXECUTE_COMPLETE (esl_app.call): kept per entry
+# what a flow may read from the completion of an application run with ``call.execute`` (a verb keeps
+# only the headers it reads); also the short names of these headers in a journal entry
 RESULT_HEADERS = (
     "Application-Response",
     "variable_read_result",
@@ -65,11 +71,15 @@ class CheckpointError(EslAppError):
     """A checkpoint that cannot be recorded: a bad name, a state that is not small JSON."""
 
 
-class Entry(BaseModel):
-    """One journal entry: an application run (``app``, its result headers) or an explicit checkpoint."""
+@dataclass(slots=True)
+class Entry:
+    """One journal entry: an application run (``app``, its result headers) or an explicit checkpoint.
+
+    A dataclass, not a model: one is made per application of every resumable call (the hot path);
+    ``Checkpoint`` still validates them when a value is read back."""
 
     app: str | None = None
-    result: dict[str, str] = Field(default_factory=dict)
+    result: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     state: dict[str, Any] | None = None
 
@@ -94,6 +104,100 @@ class Checkpoint(BaseModel):
         return "unnamed" if self.issued else "start"  # a label per entry number would be unbounded
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # made once: json.dumps(...,
+# separators=...) builds an encoder per call, which costs more than the encoding
+
+
+def _fragment(item: list[Any]) -> bytes:
+    """One field of a checkpoint value: compact JSON in base64url (no padding, so no ``=``)."""
+    return base64.urlsafe_b64encode(_JSON(item).encode()).rstrip(b"=")
+
+
+def _unfragment(field: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(field + "=" * (-len(field) % 4)))
+
+
+# result header names by their position in RESULT_HEADERS: an entry stores "2" for DIALSTATUS
+_SHORT = {name: str(number) for number, name in enumerate(RESULT_HEADERS)}
+_LONG = {short: name for name, short in _SHORT.items()}
+
+
+# most fields repeat from call to call (a route's head, an answer, a prompt played to its end, a
+# checkpoint without state): each is made once per process (JSON encoding is what a field costs)
+_FIELDS: dict[tuple[Any, ...], bytes] = {}
+_FIELDS_MAX = 4096
+
+
+def _cached(key: tuple[Any, ...], item: list[Any]) -> bytes:
+    field = _FIELDS.get(key)
+    if field is None:
+        field = _fragment(item)
+        if len(_FIELDS) >= _FIELDS_MAX:
+            _FIELDS.clear()  # caller-dependent values (digits, destinations) would grow it without end
+        _FIELDS[key] = field
+    return field
+
+
+def _entry_fragment(entry: Entry) -> bytes:
+    if entry.app is None:
+        if entry.state:
+            return _fragment(["c", entry.name, entry.state])
+        return _cached(("c", entry.name), ["c", entry.name, {}])
+    result = entry.result
+    key = ("a", entry.app, *result.items())
+    return _cached(key, ["a", entry.app, {_SHORT.get(k, k): v for k, v in result.items()}])
+
+
+def _entry_of(item: Any) -> Entry:
+    kind, word, data = item
+    if kind == "a":
+        return Entry(app=word, result={_LONG.get(k, k): v for k, v in data.items()})
+    if kind == "c":
+        return Entry(name=word, state=data)
+    raise ValueError(f"unknown entry kind {kind!r}")
+
+
+def _mac(key: bytes, uuid: str) -> Any:
+    """The MAC of a checkpoint of channel ``uuid``, to be fed its payload: keyed BLAKE2b, which, unlike
+    a plain hash over key and text, cannot be extended past a value it signed (no length extension),
+    and whose state copies cheaply, so a growing journal is signed without hashing it again."""
+    mac = hashlib.blake2b(key=key, digest_size=_MAC_CHARS // 2, person=b"esl-app ckpt")
+    mac.update(uuid.encode() + b"\n")
+    return mac
+
+
+class JournalWriter:
+    """The checkpoint value of one call, kept encoded and signed as it grows (the hot path).
+
+    The value is ``<head>.<entry>.<entry>...<issued>.<mac>``: each field is written once, when its
+    entry is final, and the HMAC state over the prefix is kept, so a write costs one new entry's JSON
+    and a ``copy()`` of the MAC, however long the journal. The MAC covers exactly what
+    ``CheckpointCodec.decode`` checks: the channel UUID and everything before the last dot."""
+
+    __slots__ = ("_mac", "_parts", "chars", "written")
+
+    def __init__(self, key: bytes, uuid: str, route: str, destination: str, context: str) -> None:
+        head = _cached(("h", route, destination, context), [route, destination, context])
+        self._mac = _mac(key, uuid)
+        self._mac.update(head)
+        self._parts = [head]
+        self.chars = len(head)
+        self.written = 0  # entries encoded so far
+
+    def append(self, entry: Entry) -> None:
+        field = b"." + _entry_fragment(entry)
+        self._mac.update(field)
+        self._parts.append(field)
+        self.chars += len(field)
+        self.written += 1
+
+    def value(self, issued: int) -> bytes:
+        tail = b".%d" % issued
+        mac = self._mac.copy()
+        mac.update(tail)
+        return b"".join(self._parts) + tail + b"." + mac.hexdigest().encode()
+
+
 class CheckpointCodec:
     """Signs and reads checkpoint values with one deployment's secret."""
 
@@ -102,25 +206,38 @@ class CheckpointCodec:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def _mac(self, uuid: str, payload: str) -> str:
-        return hmac.new(self._key, f"checkpoint\n{uuid}\n{payload}".encode(), hashlib.sha256).hexdigest()[:_MAC_CHARS]
+    def writer(self, uuid: str, route: str, destination: str = "", context: str = "") -> JournalWriter:
+        return JournalWriter(self._key, uuid, route, destination, context)
 
     def encode(self, uuid: str, checkpoint: Checkpoint) -> str:
-        text = checkpoint.model_dump_json(exclude_defaults=True)
-        payload = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-        return f"{payload}.{self._mac(uuid, payload)}"
+        """A whole checkpoint at once (what the writer builds entry by entry)."""
+        writer = self.writer(uuid, checkpoint.route, checkpoint.destination, checkpoint.context)
+        for entry in checkpoint.entries:
+            writer.append(entry)
+        return writer.value(checkpoint.issued).decode()
+
+    def _mac(self, uuid: str, payload: str) -> str:
+        mac = _mac(self._key, uuid)
+        mac.update(payload.encode())
+        return mac.hexdigest()
 
     def decode(self, uuid: str, value: str) -> Checkpoint | None:
         """The checkpoint in ``value`` when it was signed here for this channel, else None."""
         payload, dot, mac = value.rpartition(".")
-        if not dot or len(mac) != _MAC_CHARS or len(value) > MAX_CHARS * 2:
+        if not dot or len(mac) != _MAC_CHARS or len(value) > MAX_CHARS * 2 or not value.isascii():
             return None
         if not hmac.compare_digest(mac, self._mac(uuid, payload)):
             return None
+        fields = payload.split(".")
         try:
-            text = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-            return Checkpoint.model_validate_json(text)
-        except (binascii.Error, ValueError, ValidationError):
+            if len(fields) < 2 or not fields[-1].isdigit():
+                return None
+            route, destination, context = _unfragment(fields[0])
+            entries = [_entry_of(_unfragment(field)) for field in fields[1:-1]]
+            return Checkpoint(
+                route=route, destination=destination, context=context, issued=int(fields[-1]), entries=entries
+            )
+        except (binascii.Error, ValueError, TypeError, AttributeError, ValidationError):
             return None
 
 
@@ -135,10 +252,10 @@ def check_state(name: str, state: dict[str, Any]) -> dict[str, Any]:
     return round_trip
 
 
-def keep_result(event: Event, extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """The headers of a completion that verbs read (the rest is not needed to replay them)."""
+def keep_result(event: Event, names: tuple[str, ...]) -> dict[str, str]:
+    """The headers of a completion that its verb reads (the rest is not needed to replay it)."""
     kept = {}
-    for name in (*RESULT_HEADERS, *extra):
+    for name in names:
         value = event.get(name)
         if value:
             kept[name] = value
@@ -148,18 +265,15 @@ def keep_result(event: Event, extra: tuple[str, ...] = ()) -> dict[str, str]:
 class Journal:
     """A resumable flow's entries on this connection; ``replaying`` while it repeats recorded ones."""
 
-    __slots__ = ("active", "context", "destination", "disabled", "entries", "recovered", "route")
+    __slots__ = ("active", "disabled", "entries", "recovered", "unset_command", "writer")
 
-    def __init__(
-        self, route: str, recovered: Checkpoint | None = None, *, destination: str = "", context: str = ""
-    ) -> None:
-        self.route = route
-        self.destination = destination
-        self.context = context
+    def __init__(self, writer: JournalWriter, recovered: Checkpoint | None = None) -> None:
+        self.writer = writer
         self.recovered = recovered
         self.entries: list[Entry] = []
         self.active = True
         self.disabled = False  # the journal outgrew MAX_CHARS: no more checkpoints for this call
+        self.unset_command = b""  # ``api uuid_setvar <uuid> <VARIABLE>``, made on first use
 
     @property
     def replaying(self) -> bool:
@@ -174,14 +288,13 @@ class Journal:
         recorded = self.recovered.entries[position] if position < len(self.recovered.entries) else None
         return recorded, last
 
-    def snapshot(self, issued: int) -> Checkpoint:
-        return Checkpoint(
-            route=self.route,
-            destination=self.destination,
-            context=self.context,
-            issued=issued,
-            entries=self.entries[: issued - 1],
-        )
+    def value(self) -> bytes:
+        """The signed checkpoint before the next entry is issued: every entry so far is final."""
+        writer = self.writer
+        entries = self.entries
+        for entry in entries[writer.written :]:
+            writer.append(entry)
+        return writer.value(len(entries) + 1)
 
 
 def replayed_event(recorded: Entry | None, channel: Headers) -> Event:

@@ -7,8 +7,10 @@ import io
 import json
 import logging
 import time
+import uuid as uuid_module
 
 import gevent
+import gevent.event
 import gevent.socket
 import pytest
 from prometheus_client import generate_latest
@@ -18,9 +20,10 @@ from esl_app.metrics import PoolMetrics
 from esl_app.pools import Admission, PoolWorker, SlotTable
 from esl_app.pools.admission import REFUSALS
 from esl_app.pools.logs import CallContextFilter, JsonFormatter
+from esl_app.recovery import VARIABLE, Checkpoint, Entry
 from esl_app.session import SessionSettings
 from esl_app.settings import PoolSettings, Settings
-from esl_app.testing.peer import CallScript, connect_tcp
+from esl_app.testing.peer import CallRecord, CallScript, connect_tcp
 
 REFUSED = [("set", "esl_app_refused=capacity"), ("respond", "503 Service Unavailable")]
 
@@ -66,6 +69,12 @@ def worker():
 
 def place(address, **fields):
     return connect_tcp(address, CallScript(**fields)).run()
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    with gevent.Timeout(timeout, AssertionError("condition not met in time")):
+        while not predicate():
+            gevent.sleep(0.01)
 
 
 def sample(metrics: PoolMetrics, name: str, **labels) -> float:
@@ -186,6 +195,9 @@ def test_capacity_is_pool_wide_across_workers_sharing_a_scoreboard():
     assert a.admit() is None
     table.clear(1)  # the supervisor clears the slot of a dead worker: its calls no longer count
     assert table.active_total() == 2
+    table.mark_died(1)  # ... and marks it: its calls may come back resumed
+    table.claim(1, pid=8)  # the replacement starts in the same slot: the mark stays
+    assert table.latest_death_ms() > 0 and table.get(1, 0) == 8
 
 
 def test_rate_is_a_sliding_window_over_the_pool():
@@ -253,3 +265,45 @@ def test_data_decisions_are_counted_by_tier_for_the_hit_ratio():
         "esl_app_data_cache_requests_total", {"pool": "inbound", "tier": "local", "result": "hit"}
     )
     assert value == 2
+
+
+def test_a_resumed_call_arriving_at_a_full_door_is_admitted_once_a_worker_died(worker):
+    """Recovery (issue 12): a call whose worker died comes back with a signed checkpoint. The pool may
+    be full of other calls by then: after a death it is admitted (counted here, never refused), while
+    a new call still gets the 503, once its connect reply showed no checkpoint."""
+    app = App("resume-door", SessionSettings(hangup_wait=0.2))
+    release = gevent.event.Event()
+
+    @app.route("4000", name="door", resumable=True)
+    def door(call: Call) -> None:
+        call.answer()
+        call.playback("first.wav")
+        call.playback("second.wav")
+
+    @app.route("4001")
+    def holder(call: Call) -> None:
+        call.answer()
+        release.wait(10)  # the pool stays full until the test is done, however slow the machine
+
+    w = worker(app=app, capacity=1)
+    codec = app.checkpoint_codec()
+
+    def resumed() -> CallRecord:
+        uuid = str(uuid_module.uuid4())
+        # answer recorded, first.wav issued (it ran on while no worker listened): only second.wav is left
+        value = codec.encode(uuid, Checkpoint(route="door", issued=2, entries=[Entry(app="answer")]))
+        return place(w.address, destination="4000", uuid=uuid, variables={VARIABLE: value})
+
+    held = gevent.spawn(place, w.address, destination="4001")
+    wait_for(lambda: w.slots.active_total() == 1)
+    before = resumed()  # no worker died: a blind refusal at accept, as for any call
+    assert before.variables.get("esl_app_refused") == "capacity" and before.commands[0] == "connect"
+    w.slots.mark_died(0)  # what the supervisor does when it reaps a worker that held calls
+    back = resumed()
+    assert back.verbs == ["playback"] and back.executed == [("playback", "second.wav")]
+    assert "esl_app_refused" not in back.variables and w.admission.resumed == 1
+    new = place(w.address, destination="4000")
+    assert new.variables.get("esl_app_refused") == "capacity" and not new.answered
+    release.set()
+    assert held.get(timeout=5).verbs == ["answer"]
+    wait_for(lambda: w.slots.active_total() == 0)  # the resumed call was counted in, then out

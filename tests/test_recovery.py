@@ -18,7 +18,7 @@ from gevent.server import StreamServer
 import callflows.demo as demo
 from esl_app import App, Call
 from esl_app.metrics import PoolMetrics
-from esl_app.recovery import VARIABLE, Checkpoint, CheckpointCodec, CheckpointError, check_state
+from esl_app.recovery import VARIABLE, Checkpoint, CheckpointCodec, CheckpointError, Entry, Journal, check_state
 from esl_app.testing.dialplan import DialplanRecord, once, run_dialplan
 from esl_app.testing.peer import CallScript
 
@@ -265,7 +265,7 @@ def test_a_journal_too_long_for_a_channel_variable_is_cleared_and_the_call_is_no
     @app.route("3000", name="long", resumable=True)
     def long_flow(call: Call) -> None:
         call.answer()
-        for number in range(60):
+        for number in range(90):  # ~50 characters each in the journal
             call.playback(f"prompt-{number}.wav")
         call.hangup()
 
@@ -287,3 +287,22 @@ def test_the_checkpoint_codec_round_trips_and_refuses_any_change():
     assert codec.decode("uuid-2", value) is None
     assert codec.decode("uuid-1", "not a checkpoint") is None
     assert Checkpoint(route="r", issued=3).label == "unnamed"
+
+
+def test_the_append_only_journal_signs_what_a_whole_encoding_signs_and_cannot_be_extended():
+    codec = CheckpointCodec(b"k" * 32)
+    journal = Journal(codec.writer("uuid-1", "main line", "1000", "default"))
+    entries = [Entry(name="welcome", state={}), Entry(app="answer"), Entry(app="read", result={"variable_x": "12"})]
+    values = []
+    for entry in entries:
+        values.append(journal.value().decode())  # before each entry is issued, as a call writes it
+        journal.entries.append(entry)
+    for issued, value in enumerate(values, start=1):
+        whole = Checkpoint(route="main line", destination="1000", context="default", issued=issued)
+        whole.entries = entries[: issued - 1]
+        assert value == codec.encode("uuid-1", whole) and codec.decode("uuid-1", value) == whole
+    # an earlier value with a field appended (taken from a later one) no longer verifies
+    head, _, _ = values[1].rpartition(".")
+    later_field = values[2].split(".")[2]
+    forged = f"{head.rpartition('.')[0]}.{later_field}.3.{values[1].rpartition('.')[2]}"
+    assert codec.decode("uuid-1", forged) is None

@@ -43,6 +43,10 @@ DRAIN_TIMEOUT = 5.0  # how long a refused connection is read before it is closed
 # after a hand-off anywhere in the pool, for this long a refusal waits for the connect reply: the
 # connection may be that call's second leg, which was admitted already and must not be refused
 HANDOFF_WINDOW_MS = 10_000
+# after a worker of the pool died holding calls, for this long likewise: its calls in resumable flows
+# come back (the dialplan's next ``socket``) when the application FreeSWITCH was running ends, which
+# for a bridge can be minutes later; they were admitted on their first worker and must not be refused
+RESUME_WINDOW_MS = 15 * 60_000
 
 
 def refusal_bytes(reason: str) -> bytes:
@@ -163,6 +167,14 @@ class Admission:
         latest = self.slots.latest_handoff_ms()
         return latest > 0 and now_ms() - latest < HANDOFF_WINDOW_MS
 
+    def may_be_returning(self) -> bool:
+        """Whether a connection may be a call admitted before: a hand-off's second leg, or a call of a
+        worker that died, resuming (``esl_app.recovery``). Its refusal waits for the connect reply."""
+        if self.handoff_in_flight():
+            return True
+        died = self.slots.latest_death_ms()
+        return died > 0 and now_ms() - died < RESUME_WINDOW_MS
+
     def uncount_rate(self, window: int) -> None:
         """An admitted connection was a hand-off's second leg: take it out of the calls-per-second
         count (its first leg was counted). Only this worker writes its slot, so no lock is needed."""
@@ -176,9 +188,10 @@ class Admission:
         self.resumed += 1
 
     def admit_resumed(self, refused_for: Reason) -> None:
-        """Admit a hand-off's second leg that the door had refused before its connect reply was in:
-        the call was admitted on its first leg, so neither capacity nor rate apply (the pool may go
-        over capacity by the hand-offs in flight, for the milliseconds a hand-off takes)."""
+        """Admit a hand-off's second leg, or a resumed call, that the door had refused before its
+        connect reply was in: the call was admitted on its first leg (or first worker), so neither
+        capacity nor rate apply. It is counted here from now on (a dead worker's count is gone with
+        its slot), so the pool may go over capacity by the calls coming back, for as long as they last."""
         self.slots.view[self._base + ACTIVE] += 1
         self.refused[refused_for] -= 1
         self.resumed += 1

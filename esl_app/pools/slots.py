@@ -1,7 +1,7 @@
 """A pool's shared scoreboard: one 128-byte slot per worker process, in a memory-mapped file.
 
 Each worker writes only its own slot (active calls, its calls-per-second window, state, heartbeat,
-its latest hand-off);
+its latest hand-off), and the supervisor the slot of a worker that died;
 everybody reads all of them. That is how the supervisor sees which workers are up and what a dead
 one held. Aligned 8-byte stores are single instructions on the platforms we run on, so a reader sees
 old or new values, never a torn one.
@@ -28,8 +28,9 @@ FIELDS = 16
 SLOT_BYTES = FIELDS * 8  # 128: two cache lines, room to grow
 
 # field offsets within a slot (HANDOFF_MS: when this worker last handed a call off to an async socket,
-# so that any worker of the pool knows a second leg may be on its way; the rest are spare)
-PID, STATE, ACTIVE, WINDOW, WINDOW_COUNT, PREV_COUNT, HEARTBEAT_MS, GENERATION, HANDOFF_MS = range(9)
+# so that any worker of the pool knows a second leg may be on its way; DIED_MS: when a worker in this
+# slot last died holding calls, which may come back resumed (esl_app.recovery); the rest are spare)
+PID, STATE, ACTIVE, WINDOW, WINDOW_COUNT, PREV_COUNT, HEARTBEAT_MS, GENERATION, HANDOFF_MS, DIED_MS = range(10)
 
 
 class SlotState(IntEnum):
@@ -114,18 +115,23 @@ class SlotTable:
         self.view[slot * FIELDS + field] = value
 
     def claim(self, slot: int, pid: int, generation: int = 0) -> None:
+        self.clear(slot)
         base = slot * FIELDS
-        for field in range(FIELDS):
-            self.view[base + field] = 0
         self.view[base + GENERATION] = generation
         self.view[base + HEARTBEAT_MS] = now_ms()
         self.view[base + STATE] = SlotState.STARTING
         self.view[base + PID] = pid
 
     def clear(self, slot: int) -> None:
+        """Empty the slot, all but ``DIED_MS``: a dead worker's mark outlives its replacement's start."""
         base = slot * FIELDS
         for field in range(FIELDS):
-            self.view[base + field] = 0
+            if field != DIED_MS:
+                self.view[base + field] = 0
+
+    def mark_died(self, slot: int) -> None:
+        """The worker in ``slot`` died holding calls (the supervisor, after ``clear``)."""
+        self.view[slot * FIELDS + DIED_MS] = now_ms()
 
     def free_slot(self) -> int | None:
         for slot in range(self.slots):
@@ -137,7 +143,7 @@ class SlotTable:
         base = slot * FIELDS
         names = (
             "pid", "state", "active", "window", "window_count", "prev_count", "heartbeat_ms", "generation",
-            "handoff_ms",
+            "handoff_ms", "died_ms",
         )  # fmt: skip
         return {name: self.view[base + i] for i, name in enumerate(names)}
 
@@ -150,6 +156,11 @@ class SlotTable:
         """When a worker of the pool last handed a call off (monotonic ms; 0: never)."""
         view = self.view
         return max(view[slot * FIELDS + HANDOFF_MS] for slot in range(self.slots))
+
+    def latest_death_ms(self) -> int:
+        """When a worker of the pool last died holding calls (monotonic ms; 0: never)."""
+        view = self.view
+        return max(view[slot * FIELDS + DIED_MS] for slot in range(self.slots))
 
     def ready_count(self) -> int:
         view = self.view

@@ -203,6 +203,8 @@ class Supervisor:
                 log.info("pool %s: worker %d exited", worker.pool, pid)
             self._mark_dead(pid)
             pool.slots.clear(worker.slot)
+            if not clean and held:
+                pool.slots.mark_died(worker.slot)  # its calls may come back resumed: see Admission
             with self._lock:
                 del self.workers[pid]
 

@@ -142,9 +142,10 @@ class PoolWorker:
         reason = admission.admit()
         metrics = self.metrics
         if reason is not None:
-            if reason != "draining" and admission.handoff_in_flight():
-                # this may be the second leg of a call the pool handed off (and so admitted already):
-                # the connect reply will tell (``_after_connect``); a new call is refused then
+            if reason != "draining" and admission.may_be_returning():
+                # this may be the second leg of a call the pool handed off, or a call of a dead worker
+                # resuming (both admitted already): the connect reply will tell (``_after_connect``);
+                # a new call is refused then
                 return _CallSocket(sock, accepted_at, None, refused=reason)
             refuse(sock, reason)
             if metrics is not None:

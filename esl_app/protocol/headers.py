@@ -107,6 +107,11 @@ class Headers:
             if at < 0:
                 if key[:-1] in lower:
                     return False, None  # e.g. ' Name :' (the eager parse strips names): be exact
+                # absent is remembered too: a verb's result headers are often asked twice (its own
+                # reading, a resumable flow's journal) and an absent one costs two scans of the block
+                if cache is None:
+                    cache = self._cache = {}
+                cache[name] = None
                 return True, None
             start = at + 1 + len(key)
         end = raw.find(b"\n", start)

@@ -27,6 +27,13 @@ __all__ = ["MAX_BODY", "MAX_HEADERS", "MAX_HEADER_BLOCK", "Parser"]
 # blank lines between frames (CR and LF), matched in C: a flood of them must not loop in Python
 _BLANK_LINES = re.compile(rb"[\r\n]*")
 
+# Small header blocks repeat byte for byte: a command's ``+OK`` reply, an api reply's two lines, an
+# event's envelope (its Content-Length and Content-Type). A block parses the same every time, so
+# its pairs and body length are kept (per process, bounded) and each frame gets its own Headers.
+_SMALL_BLOCK = 96
+_SMALL_BLOCKS: dict[bytes, tuple[tuple[tuple[str, str], ...], int]] = {}
+_SMALL_BLOCKS_MAX = 512
+
 
 class Parser:
     """Turns a byte stream from FreeSWITCH into ``Frame`` objects.
@@ -118,8 +125,17 @@ class Parser:
             # counted in C before any line is split: the split is what costs (tuples, strings)
             if too_many_lines(block, self.max_headers):
                 raise ProtocolError(f"header block has more than {self.max_headers} lines")
-            headers = _parse_block(block)
-            length = _content_length(headers, self.max_body)
+            known = _SMALL_BLOCKS.get(block) if end <= _SMALL_BLOCK else None
+            if known is not None and known[1] <= self.max_body:  # limits are per parser, the cache is not
+                headers = Headers(known[0])
+                length = known[1]
+            else:
+                headers = _parse_block(block)
+                length = _content_length(headers, self.max_body)
+                if end <= _SMALL_BLOCK and not headers.event_block:
+                    if len(_SMALL_BLOCKS) >= _SMALL_BLOCKS_MAX:
+                        _SMALL_BLOCKS.clear()  # unique blocks (a Job-UUID reply) must not grow it without end
+                    _SMALL_BLOCKS[block] = (tuple(headers.items()), length)
             if length:
                 self._pending = (headers, length)
                 continue

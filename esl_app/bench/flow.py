@@ -38,6 +38,7 @@ def serve(
     """Serve the flow. ``capacity``/``cps``: admission at the door (``esl_app.pools.admission``),
     which refuses over-limit calls with a pipelined 503 before any greenlet exists for them."""
     from ..transport import OutboundServer
+    from ..transport.collector import settle
 
     app.max_calls = max_calls
     app.startup()
@@ -63,6 +64,7 @@ def serve(
 
     server = OutboundServer(handler, host, port, backlog=4096, door=door)
     server.start()
+    settle()  # as esl-app serve does once start-up is done (transport/collector.py)
     if on_ready is not None:
         on_ready(server.address[1])
     try:

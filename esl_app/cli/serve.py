@@ -41,6 +41,7 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     from ..handoff import HandoffSigner
     from ..pools.cli import warn_if_nobody_may_call
     from ..transport import OutboundServer
+    from ..transport.collector import settle
 
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
@@ -58,6 +59,7 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
         server.start()
     except OSError as exc:
         raise SystemExit(f"error: {exc}") from None
+    settle()  # start-up is done: its objects out of the collector's way (transport/collector.py)
 
     def graceful(*_: Any) -> None:
         print(f"esl-app: stopping; active calls have {settings.stop_deadline:.0f} s to finish", flush=True)

@@ -29,6 +29,7 @@ from ..metrics import PoolMetrics
 from ..session import SessionSettings
 from ..settings import PoolSettings, Settings
 from ..transport import OutboundServer
+from ..transport.collector import settle
 from ..transport.peers import PeerFilter
 from .admission import Admission, Reason, refuse
 from .slots import HEARTBEAT_MS, STATE, SlotState, SlotTable, now_ms
@@ -279,6 +280,7 @@ def main() -> int:
             listener=listener, metrics=metrics, parent_pid=spec.get("parent"), peers=settings.peer_filter(name),
         )  # fmt: skip
         worker.start()
+        settle()  # start-up is done: its objects out of the collector's way (transport/collector.py)
     except Exception:
         log.exception("pool %s: worker failed to start", name)
         return EXIT_BOOT_FAILED

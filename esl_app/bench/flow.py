@@ -63,8 +63,8 @@ def serve(
                 admission.release()
 
     server = OutboundServer(handler, host, port, backlog=4096, door=door)
-    server.start()
     settle()  # as esl-app serve does once start-up is done (transport/collector.py)
+    server.start()
     if on_ready is not None:
         on_ready(server.address[1])
     try:

@@ -53,13 +53,13 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
         app.handoff = HandoffSigner(settings.handoff_secret.get_secret_value())
     compile_or_exit(app)
     app.startup()
+    settle()  # start-up is done: its objects out of the collector's way before the first call
     peers = settings.peer_filter()
     server = OutboundServer(app.handle, host, port, backlog=settings.backlog, peers=peers)
     try:
         server.start()
     except OSError as exc:
         raise SystemExit(f"error: {exc}") from None
-    settle()  # start-up is done: its objects out of the collector's way (transport/collector.py)
 
     def graceful(*_: Any) -> None:
         print(f"esl-app: stopping; active calls have {settings.stop_deadline:.0f} s to finish", flush=True)

@@ -196,8 +196,11 @@ def test_a_finished_call_is_freed_without_the_cyclic_collector(served):
     gc.collect()
     gc.disable()
     try:
-        before = sessions()
+        before = sessions()  # other tests' sessions may still be alive in this process
         call()
-        assert sessions() == before == 0
+        deadline = time.monotonic() + 3
+        while sessions() > before and time.monotonic() < deadline:
+            gevent.sleep(0.05)  # a loaded machine may lag; a cycle would keep it for good
+        assert sessions() == before
     finally:
         gc.enable()

@@ -27,6 +27,14 @@ __all__ = ["MAX_BODY", "MAX_HEADERS", "MAX_HEADER_BLOCK", "Parser"]
 # blank lines between frames (CR and LF), matched in C: a flood of them must not loop in Python
 _BLANK_LINES = re.compile(rb"[\r\n]*")
 
+# FreeSWITCH's envelopes repeat byte for byte ("Content-Type: command/reply\nReply-Text: +OK",
+# "Content-Length: 10234\nContent-Type: text/event-plain"): ~20 per call, each distinct one is parsed
+# once. A parsed (eager) Headers is never changed afterwards, so frames share it.
+_ENVELOPE_MAX = 256  # bytes: envelopes, not connect replies
+_ENVELOPES_KEPT = 1024  # distinct blocks (a bgapi reply's Job-UUID is new each time: bounded)
+# block -> (headers, body length, the limits it was checked against: a parser may have tighter ones)
+_ENVELOPES: dict[bytes, tuple[Headers, int, tuple[int, int]]] = {}
+
 
 class Parser:
     """Turns a byte stream from FreeSWITCH into ``Frame`` objects.
@@ -115,11 +123,19 @@ class Parser:
             with memoryview(buffer) as view:
                 block = view[:end].tobytes()
             del buffer[: end + sep]
-            # counted in C before any line is split: the split is what costs (tuples, strings)
-            if too_many_lines(block, self.max_headers):
-                raise ProtocolError(f"header block has more than {self.max_headers} lines")
-            headers = _parse_block(block)
-            length = _content_length(headers, self.max_body)
+            known = _ENVELOPES.get(block) if len(block) <= _ENVELOPE_MAX else None
+            if known is not None and known[2] == (self.max_body, self.max_headers):
+                headers, length, _ = known
+            else:
+                # counted in C before any line is split: the split is what costs (tuples, strings)
+                if too_many_lines(block, self.max_headers):
+                    raise ProtocolError(f"header block has more than {self.max_headers} lines")
+                headers = _parse_block(block)
+                length = _content_length(headers, self.max_body)
+                if len(block) <= _ENVELOPE_MAX and headers._index is not None:
+                    if len(_ENVELOPES) >= _ENVELOPES_KEPT:
+                        _ENVELOPES.clear()
+                    _ENVELOPES[block] = (headers, length, (self.max_body, self.max_headers))
             if length:
                 self._pending = (headers, length)
                 continue

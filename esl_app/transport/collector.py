@@ -7,10 +7,12 @@ under load, so at 50% of capacity ~1% of new calls waited through one: that was 
 (docs/benchmarks.md, "Tail latency").
 
 ``settle()``, called once when start-up is done and before the first call: one collection, then
-``gc.freeze()`` (the start-up objects move to the permanent generation, which no later pass walks),
-and a larger young generation, so that a call's short-lived objects are gone before a pass looks
-at them. A call leaves no cyclic garbage (the connection drops its owner's callbacks once closed),
-so the passes that remain walk little more than the calls in progress.
+``gc.freeze()`` (the start-up objects move to the permanent generation, which no later pass walks).
+A call leaves no cyclic garbage (the connection drops its owner's callbacks once closed), so the
+passes that remain walk little more than the calls in progress. The young generation keeps
+CPython's size: without garbage a young pass only runs once that many new objects are alive, and
+walks them all, so a larger one made longer pauses when calls queued up (a 20,000 threshold: 13-20
+ms passes at 70% load on a busy machine).
 
 ``PauseMeter`` records each pass (generation, duration) through ``gc.callbacks``, for the benchmark
 and for anyone checking a deployment.
@@ -23,17 +25,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# allocations (net) between two young passes; CPython's default is 700. A call allocates a few
-# hundred objects that live for the call: with 700 a pass runs every few calls and promotes them.
-YOUNG_THRESHOLD = 20_000
 
-
-def settle(young: int = YOUNG_THRESHOLD) -> int:
-    """Collect, freeze what start-up left, and size the young generation; returns objects frozen."""
+def settle() -> int:
+    """Collect, then freeze what start-up left; returns the objects frozen."""
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(young, middle, old)
     return gc.get_freeze_count()
 
 

@@ -126,6 +126,11 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tails = [(name, p) for name in results["servers"] for p in results["servers"][name].get("tail", [])]
+    if tails and not any(server.get("sweep") for server in results["servers"].values()):
+        fig, hist = plt.subplots(figsize=(8, 4.8), dpi=110)  # a run of the tail points only
+        _histograms(hist, results, tails)
+        _save(fig, path)
+        return
     if tails:
         fig, (ax, hist) = plt.subplots(2, 1, figsize=(8, 8.4), dpi=110, height_ratios=[1, 1])
         _histograms(hist, results, tails)
@@ -144,10 +149,17 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.axhline(2.0, color="grey", linestyle="--", linewidth=0.8)
     ax.text(ax.get_xlim()[0], 2.1, " 2 ms target", color="grey", fontsize=8)
-    ax.legend(fontsize=8)
     ax.set_title("Setup latency p99 vs offered rate (one server process on one core)")
-    if not ax.lines:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
         ax.text(0.5, 0.5, "no rate sweep in this run", transform=ax.transAxes, ha="center", color="grey")
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

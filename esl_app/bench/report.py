@@ -386,7 +386,86 @@ esl-app bench --port 8084 --mode hold --calls 10000 --server-pid $(pgrep -f 'esl
 """
 
 
-NOTES = """## Where the time goes (py-spy, esl-app server, closed loop)
+NOTES = """## Tail latency (issue 13): what made p99 jump between 27% and 50% of capacity
+
+**The cause: the cyclic garbage collector.** Measured in the server with `gc.callbacks`
+(`esl_app.transport.collector.PauseMeter`), CPU time per pass, 2,000 calls in open loop:
+
+* every call left **24 objects in reference cycles** (the session and its connection held each other
+  through the connection's `on_frame`/`on_close` callbacks; with them the call's 11 kB connect reply and
+  its last events), so only the collector freed a call: 225 young, 21 middle and 2 full passes per
+  2,000 calls;
+* a **full pass walked every object start-up left (~35,000: gevent, pydantic, the app): 20-25 ms of CPU**
+  (82 ms on the loaded machine), and a middle pass up to 20 ms. A full pass came every few seconds;
+  at 50% of capacity a 20 ms pause holds ~11 new calls plus the backlog behind it: ~1% of calls, the
+  p99. At 27% the same pauses touch fewer calls than 1%, which is why p99 jumped between the two.
+  Disabling the collector halved the 550/s p99 in the issue's measurement (25 → 13 ms); the rest was
+  not attributed on this machine (the generator's own collector, not disabled there and now settled
+  too, is one candidate; queueing behind the pauses another).
+
+**The fixes** (`esl_app/transport/connection.py`, `esl_app/transport/collector.py`):
+
+* the connection drops its owner's callbacks once the reader reported the close: **a call leaves no
+  cyclic garbage** (0 objects per call collected after 100 calls with the collector disabled; a test
+  runs a call with the collector off and checks no session outlives it). With nothing to collect, a
+  young pass only runs when the number of live objects grows: **9 young passes, 1 middle, 0 full in
+  600 calls** at 60/s with this fix alone (before: 225 young, 21 middle, 2 full per 2,000 calls);
+* `settle()`: once start-up is done, before the first call is accepted (`esl-app serve --single`, each
+  pool worker, the bench server), one collection then `gc.freeze()`: **a full pass no longer walks
+  the start-up objects** (2.4 ms at the 50% tail point below, was 20-25 ms; a backlog of hundreds of
+  calls, as at the 70% point on the loaded machine, still makes it walk them all: 41-53 ms);
+* the generator (the measuring instrument) settles its heap too: its own pauses were counted as the
+  server's setup latency;
+* CPython's young-generation size is kept: with no garbage a young pass walks every object of the
+  threshold, and a threshold of 20,000 gave 13-20 ms passes when calls queued up.
+
+Also looked at and left: `malloc_trim` (`IdleTrimmer`) only runs once active calls fall to a tenth of
+a peak of at least 100, which an open loop at 50-70% of capacity does not reach (it never ran in
+these runs); the LF waker (a 1 ms timer per awaited completion) now does not start when the
+completion came in the same read as the reply, which is the common case here; accept batches (up to
+1,024 per wake-up, one greenlet each) and 64 kB reads were not where the time went.
+
+## Where the time goes (issue 13: callgrind, esl-app server, closed loop)
+
+Instruction counts are what stays put on a shared machine: the bench server under
+`valgrind --tool=callgrind --instr-atstart=no`, instrumentation switched on (`callgrind_control -i on`)
+after a warm-up, N closed-loop calls from the bench generator (4 in flight), switched off, divided by N.
+
+| | instructions per call | top of the profile (share of instructions) |
+|---|---:|---|
+| minimal gevent server (full parse) | 29.0 M | - |
+| esl-app before (594e45b) | 6.11 M | `bytes.lower` 28%, `bytes.find` 14%, interpreter 13%, `memcpy` 7%, `in` 4% |
+| esl-app after | 5.04 M | `re` search 23%, `bytes.lower` 11%, `memcpy` 8%, `bytes.find` 8%, interpreter 13% |
+
+What was cut (server CPU per call -16% to -18%, six alternating before/after closed-loop runs,
+medians 1.28 → 1.07 ms on the loaded machine; on a quiet one ~0.74 ms before, not measured after):
+
+* **channel data** (the 11 kB connect reply, kept raw for the life of the call) made a fresh
+  lower-cased copy for each header asked: ~14 per call (the hand-off and checkpoint variables, the
+  routing fields, the mode); the copy is now shared by the lookups of the same block (one per call),
+  and a name not in the block costs one scan instead of two;
+* **envelopes**: FreeSWITCH's ~20 per call repeat byte for byte (`Content-Type: command/reply` /
+  `Reply-Text: +OK`, `Content-Length: N` / `Content-Type: text/event-plain`): each distinct one is parsed
+  once and its headers shared;
+* **events**: the blank line ending an event's header block is found by a compiled `re` search
+  (`bytes.find(b"\\n\\n")` is ~2.6x slower in time on text with an LF every 40 bytes, although it
+  executes fewer instructions: branch misses); `Event-Name` is read from the first line without a
+  lower-cased copy; the session looks nothing up in the events it does not act on (CHANNEL_PARK,
+  _STATE, _UNPARK, CHANNEL_EXECUTE without a verb waiting for a start: half of a call's 12 events);
+* the collector no longer runs per call (above), and no waker timer starts when the completion came
+  with the reply.
+
+What stands in the way of 4x in calls/s: the server now spends most of its time touching FreeSWITCH's
+~118 kB per call: finding each event's end (`re`, ~3 us per 10 kB event), checking for an inner
+`Content-Length` in any spelling (~4 us per event), lower-casing the events it reads (~3 us each),
+copying bodies out of the receive buffer, and the kernel's send/recv (~0.2 ms of the server's CPU
+per call is system time, the same for both servers, which compresses the ratio). In CPU per call the
+ratio to the minimal server is ~4.1x (4.28 / 1.04 ms in the 16:45 run); in calls/s on the loaded
+machine it was 3.1-3.8x, because the server's core was shared with other processes. Further cuts
+would have to avoid whole-event passes: e.g. trusting FreeSWITCH's layout (its events end with the
+blank line, values are URL-encoded so no earlier blank line exists) instead of proving it per event.
+
+## Earlier profile (py-spy, esl-app server, closed loop)
 
 * **Before** (full parse of every event, ~1.9-4 ms CPU per call at real size): 63% of the server's samples
   were in `parse_plain_event` (splitting ~110-250 lines per event, URL-decoding every value, building the

@@ -31,6 +31,13 @@ log = logging.getLogger("esl_app.session")
 
 WaitFor = Literal["complete", "start", "none"]
 _HANGUP = object()  # wakes a DTMF reader when the call goes away
+# the events of its own channel a session acts on (``_on_event``)
+_CALL_EVENTS = frozenset(
+    {
+        "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_ANSWER", "CHANNEL_BRIDGE",
+        "CHANNEL_UNBRIDGE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE",
+    }
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -231,8 +238,9 @@ class Session:
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
-            if self.mode == "async" and wake and self.settings.waker.enabled:
-                # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9)
+            if self.mode == "async" and wake and self.settings.waker.enabled and not waiter.result.ready():
+                # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9); often it came
+                # in the same read as the reply, and then there is nothing to wake
                 with self.waker:
                     event = self._get(waiter.result, remaining, app, reported=deadline, probe=True)
             else:
@@ -603,9 +611,13 @@ class Session:
 
     def _on_event(self, event: Event) -> None:
         self.events_received += 1
-        name = event.name
-        ours = not self.uuid or event.unique_id in (None, self.uuid)
-        if ours:
+        name = event.name  # the first line: read without looking further into the ~10 kB event
+        # half of a call's events change nothing here (CHANNEL_PARK, _STATE, _UNPARK, CHANNEL_EXECUTE
+        # when no verb waits for a start): their Unique-ID is not even looked up
+        if name in _CALL_EVENTS and (
+            not (name == "CHANNEL_EXECUTE" and all(w.wait != "start" for w in self._waiters.values()))
+            and (not self.uuid or event.unique_id in (None, self.uuid))
+        ):
             if name == "CHANNEL_EXECUTE_COMPLETE" or name == "CHANNEL_EXECUTE":
                 waiter = self._waiters.get(event.get("Application-UUID") or "")
                 if (
@@ -634,6 +646,8 @@ class Session:
             job = self._jobs.pop(event.get("Job-UUID") or "", None)
             if job is not None:
                 job.set(event.body)
+        if not self._event_waiters:
+            return
         for predicate, result in list(self._event_waiters):
             try:
                 matched = predicate(event)

@@ -9,7 +9,7 @@ import gevent.socket
 import pytest
 from gevent.server import StreamServer
 
-from esl_app.bench import generator, report
+from esl_app.bench import generator, report, runner
 from esl_app.bench.generator import REFUSED, SERVED, LoadSpec, WorkerResult, percentiles, run_load, summarize_outcome
 from esl_app.bench.runner import summarize
 from esl_app.bench.traffic import APP_UUID, CHANNEL_UUID, CallTemplates
@@ -230,13 +230,21 @@ def test_percentiles_and_summary() -> None:
 
 
 def test_report_renders_tables_targets_and_a_chart(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    def server(rate: float, p99: float, kb: float) -> dict:
+    def tail(share: float, rate: float, p99: float) -> dict:
+        values = [p99 / 4] * 98 + [p99, p99 * 2]
+        return {"share": share, "offered_rate": share * rate, "calls_per_second": share * rate, "errors": {},
+                "setup_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99, "max": 2 * p99}, "setup_samples": 100,
+                "setup_histogram": runner.latency_histogram(values),
+                "gc": {"gen0": {"passes": 3, "cpu_ms_max": 0.2}}}  # fmt: skip
+
+    def server(rate: float, p99: float, kb: float, tails: list | None = None) -> dict:
         point = {"offered_rate": 0.7 * rate, "calls_per_second": 0.7 * rate, "errors": {}, "at_70_percent": True,
                  "setup_ms": {"p50": p99 / 2, "p90": p99, "p99": p99, "max": p99}}  # fmt: skip
         return {
             "label": "x",
             "capacity": {"calls_per_second": rate, "server_cpu_ms_per_call": 1.0, "concurrency": 60},
             "sweep": [point],
+            "tail": tails or [],
             "hold": {"kb_per_call": kb, "held": 10_000, "rss_before_kb": 100_000, "rss_held_kb": 350_000,
                      "rss_after_kb": 110_000},
         }
@@ -244,14 +252,29 @@ def test_report_renders_tables_targets_and_a_chart(tmp_path) -> None:  # type: i
     results = {
         "machine": {"cpu": "c", "cpus": 2, "kernel": "k", "python": "3.11", "versions": {}, "date": "d"},
         "pinning": {"server": [0], "generator": [1], "generator_processes": 3},
-        "servers": {"esl-app": server(1500, 1.5, 25.0), "gevent-minimal": server(450, 2.0, 115.0)},
+        "servers": {
+            "esl-app": server(1900, 1.5, 25.0, [tail(0.5, 1900, 1.5), tail(0.7, 1900, 4.0)]),
+            "gevent-minimal": server(450, 2.0, 115.0, [tail(0.5, 450, 3.0)]),
+        },
     }
     text = report.render_markdown(results, "chart.png")
-    assert "| x | 1500 | 3.33 |" in text  # the summary row: label, calls/s, ratio to minimal gevent
+    assert "| x | 1900 | 4.22 |" in text  # the summary row: label, calls/s, ratio to minimal gevent
+    assert "| esl-app | 70% | 1330 | 1330 | 100 | 1.00 | 2.00 | 4.00 | 8.0 | - | 3/0/0, 0.20 |" in text
     verdicts = {name: ok for name, _, ok in report.targets(results)}
+    assert verdicts["setup p99 ≤ 2 ms at 50% of own max rate"] and verdicts["setup p99 ≤ 5 ms at 70% of own max rate"]
     assert all(verdicts.values())
+    results["servers"]["esl-app"]["tail"][0] = tail(0.5, 1900, 2.5)
+    assert {name: ok for name, _, ok in report.targets(results)}["setup p99 ≤ 2 ms at 50% of own max rate"] is False
     page = report.write_docs(results, tmp_path)
     assert page.exists() and (tmp_path / "benchmarks-setup-p99.png").stat().st_size > 1000
+
+
+def test_latency_histogram_counts_every_value_in_log_bins() -> None:
+    histogram = runner.latency_histogram([0.01, 0.5, 0.5, 1.0, 20_000.0])
+    counts = histogram["counts"]
+    assert sum(counts) == 5 and counts[0] == 1 and counts[-1] == 1  # out of range: the end bins
+    edges = histogram["edges_ms"]
+    assert counts[next(i for i in range(len(counts)) if edges[i] <= 0.5 < edges[i + 1])] == 2
 
 
 def test_the_socket_connect_error_is_a_kind() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import statistics
 import time
@@ -11,7 +12,7 @@ import gevent.socket
 import pytest
 
 from esl_app import App, Call
-from esl_app.session import SessionSettings
+from esl_app.session import Session, SessionSettings
 from esl_app.testing.peer import CallScript, connect_tcp
 from esl_app.transport import OutboundServer
 
@@ -174,3 +175,32 @@ def test_a_malformed_peer_does_not_stop_the_server(served):
     bad.close()
     record = place(server.address)
     assert record.verbs == ["answer", "playback"]
+
+
+def test_a_finished_call_is_freed_without_the_cyclic_collector(served):
+    """No reference cycle may outlive a call: its connect reply (~11 kB) and last events would wait
+    for a collector pass, and each pass pauses every call in progress (transport/collector.py)."""
+    server = served(make_app())
+
+    def sessions() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is Session)
+
+    def call() -> None:
+        place(server.address, app_seconds={"playback": 0.01})
+        deadline = time.monotonic() + 5
+        while server.active and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        gevent.sleep(0.05)  # the connection reports its close from the event loop
+
+    call()  # warm: anything made once is made now
+    gc.collect()
+    gc.disable()
+    try:
+        before = sessions()  # other tests' sessions may still be alive in this process
+        call()
+        deadline = time.monotonic() + 3
+        while sessions() > before and time.monotonic() < deadline:
+            gevent.sleep(0.05)  # a loaded machine may lag; a cycle would keep it for good
+        assert sessions() == before
+    finally:
+        gc.enable()

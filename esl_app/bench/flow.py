@@ -38,6 +38,7 @@ def serve(
     """Serve the flow. ``capacity``/``cps``: admission at the door (``esl_app.pools.admission``),
     which refuses over-limit calls with a pipelined 503 before any greenlet exists for them."""
     from ..transport import OutboundServer
+    from ..transport.collector import settle
 
     app.max_calls = max_calls
     app.startup()
@@ -62,6 +63,7 @@ def serve(
                 admission.release()
 
     server = OutboundServer(handler, host, port, backlog=4096, door=door)
+    settle()  # as esl-app serve does once start-up is done (transport/collector.py)
     server.start()
     if on_ready is not None:
         on_ready(server.address[1])

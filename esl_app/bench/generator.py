@@ -455,6 +455,11 @@ def _worker(spec: LoadSpec, progress: Any, held: Any, release_flag: Any, out: An
     if spec.cpus:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, spec.cpus)
+    from ..transport.collector import settle
+
+    # the generator is the measuring instrument: a 20 ms collector pass here would be counted as the
+    # server's setup latency
+    settle()
     try:
         out.put(run_load(spec, progress, held, release_flag))
     except BaseException as exc:  # report instead of hanging the coordinator

@@ -25,6 +25,13 @@ def _point_at_70(server: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _tail(server: dict[str, Any], share: float) -> dict[str, Any] | None:
+    for point in server.get("tail", []):
+        if abs(point.get("share", 0) - share) < 1e-6:
+            return point
+    return None
+
+
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     servers = results["servers"]
@@ -32,7 +39,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     for name in [n for n in ORDER if n in servers] + [n for n in servers if n not in ORDER]:
         server = servers[name]
         capacity = server.get("capacity", {})
-        at70 = _point_at_70(server) or {}
+        at70 = _tail(server, 0.7) or _point_at_70(server) or {}
         hold = server.get("hold", {})
         rate = capacity.get("calls_per_second")
         rows.append(
@@ -72,6 +79,30 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def tail_table(results: dict[str, Any]) -> str:
+    """The long open-loop points at 50% and 70% of each server's own maximum."""
+    lines = ["| server | share of max | offered/s | achieved/s | calls (samples) | setup p50 ms | p90 ms | p99 ms "
+             "| max ms | errors | collector passes (gen0/1/2), longest ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    for name, server in results["servers"].items():
+        for point in server.get("tail", []):
+            s = point["setup_ms"]
+            errors = ", ".join(f"{k} {v}" for k, v in point["errors"].items()) or "-"
+            gc = point.get("gc")
+            passes = "-"
+            if gc is not None:
+                counts = "/".join(str(int(gc.get(f"gen{g}", {}).get("passes", 0))) for g in (0, 1, 2))
+                longest = max((v.get("cpu_ms_max", 0.0) for v in gc.values()), default=0.0)
+                passes = f"{counts}, {longest:.2f}"
+            lines.append(
+                f"| {name} | {point['share']:.0%} | {_fmt(point['offered_rate'], 0)}"
+                f" | {_fmt(point['calls_per_second'], 0)} | {point.get('setup_samples', '-')}"
+                f" | {_fmt(s['p50'], 2)} | {_fmt(s['p90'], 2)} | {_fmt(s['p99'], 2)}"
+                f" | {_fmt(s['max'], 1)} | {errors} | {passes} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else "(not measured in this run)"
+
+
 def sweep_table(results: dict[str, Any]) -> str:
     lines = ["| server | offered/s | achieved/s | setup p50 ms | p90 ms | p99 ms | max ms | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
@@ -87,13 +118,24 @@ def sweep_table(results: dict[str, Any]) -> str:
 
 
 def write_chart(results: dict[str, Any], path: Path) -> None:
-    """Setup-latency p99 against offered rate, one line per server (log scale)."""
+    """Setup-latency p99 against offered rate, one line per server (log scale); below it, the latency
+    histograms of the tail points (50% and 70% of each server's own maximum)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    tails = [(name, p) for name in results["servers"] for p in results["servers"][name].get("tail", [])]
+    if tails and not any(server.get("sweep") for server in results["servers"].values()):
+        fig, hist = plt.subplots(figsize=(8, 4.8), dpi=110)  # a run of the tail points only
+        _histograms(hist, results, tails)
+        _save(fig, path)
+        return
+    if tails:
+        fig, (ax, hist) = plt.subplots(2, 1, figsize=(8, 8.4), dpi=110, height_ratios=[1, 1])
+        _histograms(hist, results, tails)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     for name in [n for n in ORDER if n in results["servers"]]:
         points = [p for p in results["servers"][name].get("sweep", []) if not math.isnan(p["setup_ms"]["p99"])]
         if not points:
@@ -107,12 +149,43 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.axhline(2.0, color="grey", linestyle="--", linewidth=0.8)
     ax.text(ax.get_xlim()[0], 2.1, " 2 ms target", color="grey", fontsize=8)
-    ax.legend(fontsize=8)
     ax.set_title("Setup latency p99 vs offered rate (one server process on one core)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no rate sweep in this run", transform=ax.transAxes, ha="center", color="grey")
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def _histograms(ax: Any, results: dict[str, Any], tails: list[tuple[str, dict[str, Any]]]) -> None:
+    """Share of calls per latency bin (log-spaced bins), one step line per tail point, p99 marked."""
+    for name, point in tails:
+        histogram = point.get("setup_histogram")
+        if not histogram or not sum(histogram["counts"]):
+            continue
+        edges, counts = histogram["edges_ms"], histogram["counts"]
+        total = sum(counts)
+        label = (f"{name} {point['share']:.0%} ({_fmt(point['offered_rate'], 0)}/s, {total} calls): "
+                 f"p50 {_fmt(point['setup_ms']['p50'], 2)} p90 {_fmt(point['setup_ms']['p90'], 2)} "
+                 f"p99 {_fmt(point['setup_ms']['p99'], 2)} ms")  # fmt: skip
+        line = ax.stairs([c / total for c in counts], edges, label=label)
+        ax.axvline(point["setup_ms"]["p99"], color=line.get_edgecolor(), linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("setup latency (ms), connect → first execute; dotted: p99")
+    ax.set_ylabel("share of calls per bin")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Setup latency histogram, open loop at 50% and 70% of each server's own maximum")
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -121,12 +194,21 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     esl = rows.get("esl-app", {})
     out: list[tuple[str, str, bool | None]] = []
     ratio = esl.get("ratio")
-    out.append(
-        ("throughput ≥ 2.5x minimal gevent (goal 4x)", f"{_fmt(ratio, 2)}x", None if ratio is None else ratio >= 2.5)
-    )
-    p99 = esl.get("p99_70")
-    out.append(("setup p99 ≤ 2 ms at 70% of own max rate", f"{_fmt(p99, 2)} ms at {_fmt(esl.get('rate_70'), 0)}/s",
-                None if p99 is None else p99 <= 2.0))  # fmt: skip
+    out.append(("throughput ≥ 4x minimal gevent", f"{_fmt(ratio, 2)}x", None if ratio is None else ratio >= 4.0))
+    server = results.get("servers", {}).get("esl-app", {})
+    for share, limit in ((0.5, 2.0), (0.7, 5.0)):
+        point = _tail(server, share)
+        if point is not None:
+            s = point["setup_ms"]
+            out.append((f"setup p99 ≤ {limit:.0f} ms at {share:.0%} of own max rate",
+                        f"p99 {_fmt(s['p99'], 2)} ms (p50 {_fmt(s['p50'], 2)}, p90 {_fmt(s['p90'], 2)}) at "
+                        f"{_fmt(point['offered_rate'], 0)}/s, {point.get('setup_samples')} calls",
+                        s["p99"] <= limit and not point["errors"]))  # fmt: skip
+    if not server.get("tail"):
+        p99 = esl.get("p99_70")
+        out.append(("setup p99 ≤ 5 ms at 70% of own max rate (sweep point)",
+                    f"{_fmt(p99, 2)} ms at {_fmt(esl.get('rate_70'), 0)}/s",
+                    None if p99 is None else p99 <= 5.0))  # fmt: skip
     for hold in _holds(results.get("servers", {}).get("esl-app", {})):
         kb, held, title = hold.get("kb_per_call"), hold.get("held"), hold.get("variant") or "production defaults"
         out.append((f"<= 30 kB RSS per held call, 10,000 held (goal 20 kB); {title}",
@@ -256,9 +338,13 @@ esl-app's waker wrote to end the listener's poll.
 
 {memory_table(results)}
 
+## Tail latency: open loop at 50% and 70% of each server's own maximum
+
+{tail_table(results)}
+
 ## Setup latency against offered rate
 
-{sweep_table(results)}
+{sweep_table(results) if any(s.get("sweep") for s in results["servers"].values()) else "(no sweep in this run)"}
 
 {notes}
 
@@ -300,7 +386,86 @@ esl-app bench --port 8084 --mode hold --calls 10000 --server-pid $(pgrep -f 'esl
 """
 
 
-NOTES = """## Where the time goes (py-spy, esl-app server, closed loop)
+NOTES = """## Tail latency (issue 13): what made p99 jump between 27% and 50% of capacity
+
+**The cause: the cyclic garbage collector.** Measured in the server with `gc.callbacks`
+(`esl_app.transport.collector.PauseMeter`), CPU time per pass, 2,000 calls in open loop:
+
+* every call left **24 objects in reference cycles** (the session and its connection held each other
+  through the connection's `on_frame`/`on_close` callbacks; with them the call's 11 kB connect reply and
+  its last events), so only the collector freed a call: 225 young, 21 middle and 2 full passes per
+  2,000 calls;
+* a **full pass walked every object start-up left (~35,000: gevent, pydantic, the app): 20-25 ms of CPU**
+  (82 ms on the loaded machine), and a middle pass up to 20 ms. A full pass came every few seconds;
+  at 50% of capacity a 20 ms pause holds ~11 new calls plus the backlog behind it: ~1% of calls, the
+  p99. At 27% the same pauses touch fewer calls than 1%, which is why p99 jumped between the two.
+  Disabling the collector halved the 550/s p99 in the issue's measurement (25 → 13 ms); the rest was
+  not attributed on this machine (the generator's own collector, not disabled there and now settled
+  too, is one candidate; queueing behind the pauses another).
+
+**The fixes** (`esl_app/transport/connection.py`, `esl_app/transport/collector.py`):
+
+* the connection drops its owner's callbacks once the reader reported the close: **a call leaves no
+  cyclic garbage** (0 objects per call collected after 100 calls with the collector disabled; a test
+  runs a call with the collector off and checks no session outlives it). With nothing to collect, a
+  young pass only runs when the number of live objects grows: **9 young passes, 1 middle, 0 full in
+  600 calls** at 60/s with this fix alone (before: 225 young, 21 middle, 2 full per 2,000 calls);
+* `settle()`: once start-up is done, before the first call is accepted (`esl-app serve --single`, each
+  pool worker, the bench server), one collection then `gc.freeze()`: **a full pass no longer walks
+  the start-up objects** (2.4 ms at the 50% tail point below, was 20-25 ms; a backlog of hundreds of
+  calls, as at the 70% point on the loaded machine, still makes it walk them all: 41-53 ms);
+* the generator (the measuring instrument) settles its heap too: its own pauses were counted as the
+  server's setup latency;
+* CPython's young-generation size is kept: with no garbage a young pass walks every object of the
+  threshold, and a threshold of 20,000 gave 13-20 ms passes when calls queued up.
+
+Also looked at and left: `malloc_trim` (`IdleTrimmer`) only runs once active calls fall to a tenth of
+a peak of at least 100, which an open loop at 50-70% of capacity does not reach (it never ran in
+these runs); the LF waker (a 1 ms timer per awaited completion) now does not start when the
+completion came in the same read as the reply, which is the common case here; accept batches (up to
+1,024 per wake-up, one greenlet each) and 64 kB reads were not where the time went.
+
+## Where the time goes (issue 13: callgrind, esl-app server, closed loop)
+
+Instruction counts are what stays put on a shared machine: the bench server under
+`valgrind --tool=callgrind --instr-atstart=no`, instrumentation switched on (`callgrind_control -i on`)
+after a warm-up, N closed-loop calls from the bench generator (4 in flight), switched off, divided by N.
+
+| | instructions per call | top of the profile (share of instructions) |
+|---|---:|---|
+| minimal gevent server (full parse) | 29.0 M | - |
+| esl-app before (594e45b) | 6.11 M | `bytes.lower` 28%, `bytes.find` 14%, interpreter 13%, `memcpy` 7%, `in` 4% |
+| esl-app after | 5.04 M | `re` search 23%, `bytes.lower` 11%, `memcpy` 8%, `bytes.find` 8%, interpreter 13% |
+
+What was cut (server CPU per call -16% to -18%, six alternating before/after closed-loop runs,
+medians 1.28 → 1.07 ms on the loaded machine; on a quiet one ~0.74 ms before, not measured after):
+
+* **channel data** (the 11 kB connect reply, kept raw for the life of the call) made a fresh
+  lower-cased copy for each header asked: ~14 per call (the hand-off and checkpoint variables, the
+  routing fields, the mode); the copy is now shared by the lookups of the same block (one per call),
+  and a name not in the block costs one scan instead of two;
+* **envelopes**: FreeSWITCH's ~20 per call repeat byte for byte (`Content-Type: command/reply` /
+  `Reply-Text: +OK`, `Content-Length: N` / `Content-Type: text/event-plain`): each distinct one is parsed
+  once and its headers shared;
+* **events**: the blank line ending an event's header block is found by a compiled `re` search
+  (`bytes.find(b"\\n\\n")` is ~2.6x slower in time on text with an LF every 40 bytes, although it
+  executes fewer instructions: branch misses); `Event-Name` is read from the first line without a
+  lower-cased copy; the session looks nothing up in the events it does not act on (CHANNEL_PARK,
+  _STATE, _UNPARK, CHANNEL_EXECUTE without a verb waiting for a start: half of a call's 12 events);
+* the collector no longer runs per call (above), and no waker timer starts when the completion came
+  with the reply.
+
+What stands in the way of 4x in calls/s: the server now spends most of its time touching FreeSWITCH's
+~118 kB per call: finding each event's end (`re`, ~3 us per 10 kB event), checking for an inner
+`Content-Length` in any spelling (~4 us per event), lower-casing the events it reads (~3 us each),
+copying bodies out of the receive buffer, and the kernel's send/recv (~0.2 ms of the server's CPU
+per call is system time, the same for both servers, which compresses the ratio). In CPU per call the
+ratio to the minimal server is ~4.1x (4.28 / 1.04 ms in the 16:45 run); in calls/s on the loaded
+machine it was 3.1-3.8x, because the server's core was shared with other processes. Further cuts
+would have to avoid whole-event passes: e.g. trusting FreeSWITCH's layout (its events end with the
+blank line, values are URL-encoded so no earlier blank line exists) instead of proving it per event.
+
+## Earlier profile (py-spy, esl-app server, closed loop)
 
 * **Before** (full parse of every event, ~1.9-4 ms CPU per call at real size): 63% of the server's samples
   were in `parse_plain_event` (splitting ~110-250 lines per event, URL-decoding every value, building the

@@ -9,12 +9,15 @@ at 3x its capacity through the admission door: every call must be served or refu
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import math
 import os
 import platform
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +101,15 @@ class Server:
     def rss_kb(self) -> int:
         return proc_rss_kb(self.pid)
 
+    def gc_pauses(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The collector's passes since the last ask (esl-app's server only: SIGUSR1, one line back)."""
+        if self.spec.name != "esl-app" or self.proc.stdout is None:
+            return None
+        os.kill(self.pid, signal.SIGUSR1)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        return json.loads(line[3:]) if line.startswith("GC ") else None
+
     def cpu(self) -> float:
         return proc_cpu_seconds(self.pid)
 
@@ -147,6 +159,7 @@ def run_phase(
     *,
     expected: int | None = None,
     on_held: Callable[[Workers], None] | None = None,
+    histogram: bool = False,
 ) -> dict[str, Any]:
     """Run one load phase against ``server`` and return its measured figures."""
     cpu0 = server.cpu() if server else 0.0
@@ -179,7 +192,25 @@ def run_phase(
     finally:
         workers.kill()
     cpu1 = server.cpu() if server else 0.0
-    return summarize(result, spec, server_cpu=cpu1 - cpu0)
+    out = summarize(result, spec, server_cpu=cpu1 - cpu0)
+    if histogram:
+        out["setup_histogram"] = latency_histogram(result.setup_ms)
+    return out
+
+
+# histogram bins of setup latency: log-spaced edges from 0.1 ms to 10 s, 10 per decade
+HISTOGRAM_EDGES_MS = [round(0.1 * 10 ** (k / 10), 4) for k in range(51)]
+
+
+def latency_histogram(values: list[float]) -> dict[str, list[float] | list[int]]:
+    """Counts per bin (``HISTOGRAM_EDGES_MS``; below the first edge counts in the first bin, above the
+    last in the last)."""
+    edges = HISTOGRAM_EDGES_MS
+    counts = [0] * (len(edges) - 1)
+    for value in values:
+        index = bisect.bisect_right(edges, value) - 1
+        counts[min(max(index, 0), len(counts) - 1)] += 1
+    return {"edges_ms": edges, "counts": counts}
 
 
 def summarize(result: WorkerResult, spec: LoadSpec, server_cpu: float = 0.0) -> dict[str, Any]:
@@ -201,6 +232,7 @@ def summarize(result: WorkerResult, spec: LoadSpec, server_cpu: float = 0.0) -> 
         "errors": errors,
         "calls_per_second": round(served / wall, 1),
         "setup_ms": {k: round(v, 3) for k, v in percentiles(result.setup_ms).items()},
+        "setup_samples": len(result.setup_ms),
         "refused_ms": {k: round(v, 3) for k, v in percentiles(result.refused_ms).items()},
         "server_cpu_ms_per_call": round(1000 * server_cpu / result.calls, 3) if result.calls else None,
         "server_cpu_util": round(server_cpu / wall, 3),
@@ -221,6 +253,9 @@ class SuiteOptions:
     hold: dict[str, int] = field(default_factory=dict)  # per server override of held calls
     overload: bool = True
     quick: bool = False
+    sweep: bool = True  # the open-loop sweep of offered rates (the chart's p99 line)
+    tail_seconds: float = 15.0  # each tail point (50% and 70% of the server's own max); 0: none
+    hold_phase: bool = True
     decision_calls: int = 200  # per socket mode, under FreeSWITCH's timing model (0: skip)
 
 
@@ -285,9 +320,16 @@ def run_suite(options: SuiteOptions, progress: Progress | None = None) -> dict[s
                 f"{name}: {max_rate:.0f} calls/s closed loop (C={options.concurrency}), "
                 f"server {capacity['server_cpu_ms_per_call']} ms CPU/call, generator {capacity['generator_util']:.0%}"
             )
+            if options.tail_seconds:
+                out["tail"] = [
+                    tail_point(server, load, max_rate, share, options.tail_seconds, progress, name)
+                    for share in TAIL_SHARES
+                ]
             rates = sorted({r for r in RATE_GRID if r <= 1.15 * max_rate} | {round(0.7 * max_rate)})
             if options.quick:
                 rates = sorted({round(0.35 * max_rate), round(0.7 * max_rate)})
+            if not options.sweep:
+                rates = []
             sweep = []
             for rate in rates:
                 point = run_phase(
@@ -322,7 +364,7 @@ def run_suite(options: SuiteOptions, progress: Progress | None = None) -> dict[s
                     )
         finally:
             server.stop()
-        holds = [("", [], options.hold.get(name, spec.hold_calls))]
+        holds = [("", [], options.hold.get(name, spec.hold_calls))] if options.hold_phase else []
         holds += [(title, args, options.hold.get(name, calls)) for title, args, calls in spec.hold_variants]
         for title, args, held_calls in holds:
             if not held_calls:
@@ -339,6 +381,37 @@ def run_suite(options: SuiteOptions, progress: Progress | None = None) -> dict[s
             out["overload"] = overload_phase(spec, server_cpus, load, out["capacity"]["calls_per_second"], options,
                                              progress)  # fmt: skip
     return results
+
+
+TAIL_SHARES = (0.5, 0.7)  # of the server's own closed-loop maximum (issue 13: p99 <= 2 ms and <= 5 ms)
+
+
+def tail_point(
+    server: Server,
+    load: Callable[..., LoadSpec],
+    max_rate: float,
+    share: float,
+    seconds: float,
+    progress: Progress,
+    name: str,
+) -> dict[str, Any]:
+    """A long open-loop run at ``share`` of capacity: percentiles from thousands of calls, a latency
+    histogram, and (esl-app) the collector's passes during it."""
+    rate = round(share * max_rate)
+    server.gc_pauses()  # reset: count this phase's passes only
+    point = run_phase(
+        server, load(server.port, mode="open", rate=float(rate), duration=seconds, call_timeout=10.0),
+        progress, f"{name} tail {share:.0%} ({rate}/s)", histogram=True,
+    )  # fmt: skip
+    point["share"] = share
+    point["gc"] = server.gc_pauses()
+    s = point["setup_ms"]
+    progress.line(
+        f"{name}: {share:.0%} of max, {rate}/s open loop for {seconds:.0f} s, {point['setup_samples']} calls: setup "
+        f"p50 {s['p50']:.2f} p90 {s['p90']:.2f} p99 {s['p99']:.2f} max {s['max']:.1f} ms, errors {point['errors']}"
+        + (f", collector {point['gc']}" if point["gc"] is not None else "")
+    )
+    return point
 
 
 def decision_phase(port: int, mode: str, calls: int, cpus: list[int]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 ORDER = 60
+PHASES = ("tail", "sweep", "decision", "hold", "overload")
 GENERATOR_BUSY = 0.85  # generator CPU share above which its figures are suspect
 
 
@@ -24,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--write-docs", action="store_true", help="with --suite: write docs/benchmarks.md and the chart")
     bench.add_argument("--docs-dir", default="docs")
     bench.add_argument("--quick", action="store_true", help="with --suite: short phases, two sweep points")
+    bench.add_argument(
+        "--phases",
+        help="with --suite: the phases after capacity (comma-separated: " + ",".join(PHASES) + "; default all)",
+    )
+    bench.add_argument(
+        "--tail-seconds", type=float, default=None, help="with --suite: each tail point (50%% and 70%% of max)"
+    )
     bench.add_argument("--host", default="127.0.0.1")
     bench.add_argument("--port", type=int, help="a running server to load (without --suite)")
     bench.add_argument("--mode", choices=["closed", "open", "hold"], default="closed")
@@ -70,8 +78,21 @@ def _suite(args: argparse.Namespace) -> int:
         if unknown:
             raise SystemExit(f"error: unknown servers {unknown}; choose from {list(SERVERS)}")
     if args.quick:
-        options.duration, options.sweep_duration = 3.0, 2.0
+        options.duration, options.sweep_duration, options.tail_seconds = 3.0, 2.0, 5.0
         options.hold = {name: 1000 for name in SERVERS}
+    if args.phases:
+        phases = {phase.strip() for phase in args.phases.split(",") if phase.strip()}
+        if phases - set(PHASES):
+            raise SystemExit(f"error: unknown phases {sorted(phases - set(PHASES))}; choose from {list(PHASES)}")
+        options.sweep = "sweep" in phases
+        options.hold_phase = "hold" in phases
+        options.overload = "overload" in phases
+        if "decision" not in phases:
+            options.decision_calls = 0
+        if "tail" not in phases:
+            options.tail_seconds = 0.0
+    if args.tail_seconds is not None:
+        options.tail_seconds = args.tail_seconds
     results = run_suite(options)
     _warn_generator(results)
     if args.write_docs:

@@ -42,6 +42,7 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     from ..handoff import HandoffSigner
     from ..pools.cli import warn_if_nobody_may_call
     from ..transport import OutboundServer
+    from ..transport.collector import settle
 
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
@@ -53,6 +54,7 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
         app.handoff = HandoffSigner(settings.handoff_secret.get_secret_value())
     compile_or_exit(app)
     app.startup()
+    settle()  # start-up is done: its objects out of the collector's way before the first call
     peers = settings.peer_filter()
     server = OutboundServer(app.handle, host, port, backlog=settings.backlog, peers=peers)
     try:

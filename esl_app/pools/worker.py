@@ -30,6 +30,7 @@ from ..metrics import PoolMetrics
 from ..session import SessionSettings
 from ..settings import PoolSettings, Settings
 from ..transport import OutboundServer
+from ..transport.collector import settle
 from ..transport.peers import PeerFilter
 from .admission import Admission, Reason, refuse
 from .slots import HEARTBEAT_MS, STATE, SlotState, SlotTable, now_ms
@@ -126,9 +127,13 @@ class PoolWorker:
     def active(self) -> int:
         return self.admission.active
 
-    def start(self) -> None:
+    def start(self, *, settle_heap: bool = False) -> None:
+        """``settle_heap``: the worker process's start-up is done once the app started: put its objects
+        out of the collector's way (transport/collector.py) before the first call is accepted."""
         self.app.before_hand_off = self.admission.handing_off
         self.app.startup()
+        if settle_heap:
+            settle()
         self.server.start()
         self.slots.set(self.slot, HEARTBEAT_MS, now_ms())
         self.slots.set(self.slot, STATE, SlotState.READY)
@@ -280,7 +285,7 @@ def main() -> int:
             app, name, pool, session_settings=settings.session(), slots=slots, slot=slot,
             listener=listener, metrics=metrics, parent_pid=spec.get("parent"), peers=settings.peer_filter(name),
         )  # fmt: skip
-        worker.start()
+        worker.start(settle_heap=True)
     except Exception:
         log.exception("pool %s: worker failed to start", name)
         return EXIT_BOOT_FAILED

@@ -9,6 +9,7 @@ serialized CHANNEL_DATA event and is decoded by the parser. ``Event`` is the par
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -161,21 +162,28 @@ def looks_like_connect_reply(headers: Headers) -> bool:
     return 0 <= event_at < content_type_at
 
 
+# A compiled search for the blank line: bytes.find is ~3x slower for a needle of two LFs in text
+# with an LF every ~40 bytes (CPython 3.11's fastsearch), and this runs over every event (~10 kB).
+_BLOCK_END = re.compile(rb"\n\n")
+# Any spelling of "content-length" contains this (a superset: the exact check is the eager parse).
+_ANY_LENGTH = re.compile(rb"-[lL][eE][nN][gG][tT][hH]")
+
+
 def parse_plain_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -> Event:
-    end = payload.find(b"\n\n")
-    if end < 0:
+    found = _BLOCK_END.search(payload)
+    if found is None:
         block, rest = payload, b""
     else:
+        end = found.start()
         block, rest = payload[:end], payload[end + 2 :]
     # the inner header block is bounded like an envelope's (the inner body is not: an XML CDR)
     if len(block) > limits.max_header_block:
         raise ProtocolError(f"event header block exceeds {limits.max_header_block} bytes")
     if too_many_lines(block, limits.max_headers):
         raise ProtocolError(f"event header block has more than {limits.max_headers} lines")
-    lower = block.lower()
-    if not rest and b"content-length" not in lower:
+    if not rest and _ANY_LENGTH.search(block) is None:
         # the common case (no inner body): headers are found in the raw block when asked for
-        return Event(Headers.from_block(block, encoded=True, lower=lower), "", "plain")
+        return Event(Headers.from_block(block, encoded=True, short_lived=True), "", "plain")
     headers = Headers((name, decode_value(raw)) for name, raw in split_header_lines(block))
     # The inner body is the rest of the payload. The last length header is the serializer's own (a
     # sendevent-created event also carries the client's lower-case one, spec 1.4); it must agree.

@@ -23,6 +23,9 @@ from .urlcode import decode_value
 
 ARRAY_PREFIX = "ARRAY::"
 
+# (block, block.lower()) of the long-lived block looked up last (see Headers.from_block)
+_recent_lower: tuple[bytes | None, bytes] = (None, b"")
+
 
 def split_header_lines(block: bytes) -> list[tuple[str, bytes]]:
     """Split a header block into (name, raw value) pairs, FreeSWITCH style.
@@ -42,7 +45,7 @@ def split_header_lines(block: bytes) -> list[tuple[str, bytes]]:
 
 
 class Headers:
-    __slots__ = ("_cache", "_encoded", "_index", "_items", "_lower", "_raw", "event_block")
+    __slots__ = ("_cache", "_encoded", "_index", "_items", "_keep_lower", "_lower", "_raw", "event_block")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] | None = list(items)
@@ -55,18 +58,27 @@ class Headers:
 
     @classmethod
     def from_block(
-        cls, block: bytes, *, encoded: bool, lower: bytes | None = None, event_block: bool = False
+        cls,
+        block: bytes,
+        *,
+        encoded: bool,
+        lower: bytes | None = None,
+        event_block: bool = False,
+        short_lived: bool = False,
     ) -> Headers:
         """Lazy headers over a raw block of ``Name: value`` lines (values URL-decoded if ``encoded``).
 
-        ``lower`` (``block.lower()``, kept) speeds up lookups for short-lived objects such as events;
-        long-lived ones (channel data) leave it out to keep their memory at the size of the block.
+        ``lower`` is ``block.lower()`` if the caller has it. ``short_lived`` (events) keeps the
+        lower-cased copy once a lookup made it; long-lived blocks (channel data) do not, to keep
+        their memory at the size of the block, and share the one most recently made instead (a
+        call reads its channel data in bursts: the handshake, the routing).
         """
         self = cls.__new__(cls)
         self._items = None
         self._index = None
         self._raw = block
         self._lower = lower
+        self._keep_lower = short_lived
         self._encoded = encoded
         self._cache = None
         self.event_block = event_block
@@ -89,6 +101,21 @@ class Headers:
         self._raw = self._lower = self._cache = None
         return index
 
+    def _lowered(self, raw: bytes) -> bytes:
+        global _recent_lower
+        lower = self._lower
+        if lower is not None:
+            return lower
+        recent = _recent_lower
+        if recent[0] is raw:
+            return recent[1]
+        lower = raw.lower()
+        if self._keep_lower:
+            self._lower = lower
+        else:
+            _recent_lower = (raw, lower)
+        return lower
+
     def _lazy_first(self, name: str) -> tuple[bool, str | None]:
         """(True, value or None) when the raw block answers; (False, None) when a full parse must."""
         cache = self._cache
@@ -98,22 +125,29 @@ class Headers:
             return False, None
         raw = self._raw
         assert raw is not None
-        lower = self._lower if self._lower is not None else raw.lower()
-        key = name.lower().encode() + b":"
-        if lower.startswith(key):
-            start = len(key)
+        exact = name.encode()
+        if raw.startswith(exact) and raw[len(exact) : len(exact) + 1] == b":":
+            # the first line (an event's Event-Name): nothing before it, no lower-cased copy needed
+            start = len(exact) + 1
         else:
-            at = lower.find(b"\n" + key)
-            if at < 0:
-                if key[:-1] in lower:
-                    return False, None  # e.g. ' Name :' (the eager parse strips names): be exact
-                # absent is remembered too: a verb's result headers are often asked twice (its own
-                # reading, a resumable flow's journal) and an absent one costs two scans of the block
+            lower = self._lowered(raw)
+            key = name.lower().encode()
+            first = lower.find(key)
+            if first < 0:
+                # a miss costs one scan, and is remembered: a verb's result headers are often asked
+                # twice (its own reading, a resumable flow's journal)
                 if cache is None:
                     cache = self._cache = {}
                 cache[name] = None
                 return True, None
-            start = at + 1 + len(key)
+            key += b":"
+            if first == 0 and lower.startswith(key):
+                start = len(key)
+            else:
+                at = lower.find(b"\n" + key, max(first - 1, 0))
+                if at < 0:
+                    return False, None  # e.g. ' Name :' (the eager parse strips names): be exact
+                start = at + 1 + len(key)
         end = raw.find(b"\n", start)
         value = raw[start:] if end < 0 else raw[start:end]
         if value.endswith(b"\r"):

@@ -27,12 +27,13 @@ __all__ = ["MAX_BODY", "MAX_HEADERS", "MAX_HEADER_BLOCK", "Parser"]
 # blank lines between frames (CR and LF), matched in C: a flood of them must not loop in Python
 _BLANK_LINES = re.compile(rb"[\r\n]*")
 
-# Small header blocks repeat byte for byte: a command's ``+OK`` reply, an api reply's two lines, an
-# event's envelope (its Content-Length and Content-Type). A block parses the same every time, so
-# its pairs and body length are kept (per process, bounded) and each frame gets its own Headers.
-_SMALL_BLOCK = 96
-_SMALL_BLOCKS: dict[bytes, tuple[tuple[tuple[str, str], ...], int]] = {}
-_SMALL_BLOCKS_MAX = 512
+# FreeSWITCH's envelopes repeat byte for byte ("Content-Type: command/reply\nReply-Text: +OK",
+# "Content-Length: 10234\nContent-Type: text/event-plain"): ~20 per call, each distinct one is parsed
+# once. A parsed (eager) Headers is never changed afterwards, so frames share it.
+_ENVELOPE_MAX = 256  # bytes: envelopes, not connect replies
+_ENVELOPES_KEPT = 1024  # distinct blocks (a bgapi reply's Job-UUID is new each time: bounded)
+# block -> (headers, body length, the limits it was checked against: a parser may have tighter ones)
+_ENVELOPES: dict[bytes, tuple[Headers, int, tuple[int, int]]] = {}
 
 
 class Parser:
@@ -122,20 +123,19 @@ class Parser:
             with memoryview(buffer) as view:
                 block = view[:end].tobytes()
             del buffer[: end + sep]
-            # counted in C before any line is split: the split is what costs (tuples, strings)
-            if too_many_lines(block, self.max_headers):
-                raise ProtocolError(f"header block has more than {self.max_headers} lines")
-            known = _SMALL_BLOCKS.get(block) if end <= _SMALL_BLOCK else None
-            if known is not None and known[1] <= self.max_body:  # limits are per parser, the cache is not
-                headers = Headers(known[0])
-                length = known[1]
+            known = _ENVELOPES.get(block) if len(block) <= _ENVELOPE_MAX else None
+            if known is not None and known[2] == (self.max_body, self.max_headers):
+                headers, length, _ = known
             else:
+                # counted in C before any line is split: the split is what costs (tuples, strings)
+                if too_many_lines(block, self.max_headers):
+                    raise ProtocolError(f"header block has more than {self.max_headers} lines")
                 headers = _parse_block(block)
                 length = _content_length(headers, self.max_body)
-                if end <= _SMALL_BLOCK and not headers.event_block:
-                    if len(_SMALL_BLOCKS) >= _SMALL_BLOCKS_MAX:
-                        _SMALL_BLOCKS.clear()  # unique blocks (a Job-UUID reply) must not grow it without end
-                    _SMALL_BLOCKS[block] = (tuple(headers.items()), length)
+                if len(block) <= _ENVELOPE_MAX and headers._index is not None:
+                    if len(_ENVELOPES) >= _ENVELOPES_KEPT:
+                        _ENVELOPES.clear()
+                    _ENVELOPES[block] = (headers, length, (self.max_body, self.max_headers))
             if length:
                 self._pending = (headers, length)
                 continue

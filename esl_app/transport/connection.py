@@ -243,8 +243,19 @@ class Connection:
         while self._pending:
             self._pending.pop(0).set_exception(error)
         # only the reader reports: it sees EOF or an error on the closed socket in any case
-        if from_reader and self._on_close is not None:
-            self._on_close(reason)
+        if from_reader:
+            on_close = self._on_close
+            # nothing more will be read: drop the owner's callbacks, which would otherwise keep the
+            # owner and this connection in a reference cycle (freed only by the cyclic collector, with
+            # the call's ~11 kB connect reply and its last events)
+            self._on_frame = _ignore_frame
+            self._on_close = None
+            if on_close is not None:
+                on_close(reason)
+
+
+def _ignore_frame(frame: Frame) -> None:
+    """The frame handler of a connection whose reading has ended."""
 
 
 def _raw_socket(sock: Any) -> Any:

@@ -445,7 +445,13 @@ class App:
             name = match.route.name
             recovered = call.recovered if call.recovered is not None and call.recovered.route == name else None
             call.journal = Journal(name, recovered, destination=call.destination, context=call.context)
-        match.route.flow(call, **match.kwargs())
+        kwargs = match.kwargs()
+        # a call through ** adds an interpreter frame on the C stack, which the flow's greenlet keeps
+        # (copied to the heap) for as long as the call is held
+        if kwargs:
+            match.route.flow(call, **kwargs)
+        else:
+            match.route.flow(call)
 
     def hand_off_to_async(self, call: Call) -> None:
         """Move a call from a static socket to an async one: save where it was going, then transfer it

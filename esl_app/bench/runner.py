@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,14 +84,16 @@ class Server:
         command = [python, "-m", f"{SERVERS_PACKAGE}.{spec.module}", "--port", "0", *spec.args, *extra]
         if cpus and shutil.which("taskset"):
             command = ["taskset", "-c", ",".join(map(str, cpus)), *command]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr goes to a file: a pipe nobody reads fills up with the server's log lines (64 kB) and
+        # then blocks it in a write, which froze 10,000-call hold runs on a loaded machine
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
             self.stop()
-            raise RuntimeError(
-                f"{spec.name} did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}"
-            )
+            self.log.seek(0)
+            raise RuntimeError(f"{spec.name} did not start: {line!r} {self.log.read()[-4000:]}")
         _, port, pid = line.split()
         self.port = int(port)
         self.pid = int(pid)
@@ -109,6 +112,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
 
 
 # -- progress ----------------------------------------------------------------------------------

@@ -153,14 +153,12 @@ class Session:
         enable_keepalive(self.connection.sock, settings.keepalive)
         self.connection.start()
         try:
-            connected = self.connection.send(commands.CONNECT)
-            subscribed = self.connection.send(commands.MYEVENTS)
-            lingered = (
-                self.connection.send(commands.linger(settings.linger_seconds))
-                if settings.linger_seconds is not None
-                else None
-            )
-            assert connected is not None and subscribed is not None
+            handshake = [commands.CONNECT, commands.MYEVENTS]
+            if settings.linger_seconds is not None:
+                handshake.append(commands.linger(settings.linger_seconds))
+            # one write, not three: FreeSWITCH reads and runs them one after the other anyway (spec 4.3)
+            connected, subscribed, *lingering = self.connection.send_batch(handshake)
+            lingered = lingering[0] if lingering else None
             frame = self._get(connected, settings.connect_timeout, "connect")
         except ConnectionClosed:
             # the call ended before connect: the only frame was the final notice (spec 2.2)

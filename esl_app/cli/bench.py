@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--processes", type=int, default=2, help="generator processes (closed loop)")
     bench.add_argument("--cpus", help="pin the generator to these CPUs, e.g. 1 or 1-3")
     bench.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    bench.add_argument(
+        "--static-timeline", action="store_true",
+        help="the static decision path's wire timeline (esl-app's side, fake FreeSWITCH with its timing model); "
+        "with --write-docs: into docs/benchmarks.md",
+    )  # fmt: skip
+    bench.add_argument("--timeline-calls", type=int, default=200, help="--static-timeline: calls, one at a time")
     bench.set_defaults(func=cmd_bench)
 
 
@@ -53,6 +59,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.generator import raise_fd_limit
 
     raise_fd_limit()
+    if args.static_timeline:
+        return _static_timeline(args)
     if args.suite:
         return _suite(args)
     if args.port is None:
@@ -89,6 +97,25 @@ def _suite(args: argparse.Namespace) -> int:
         print(markdown_table(results))
         for name, measured, ok in targets(results):
             print(f"- {name}: {measured} -> {'met' if ok else 'NOT MET' if ok is False else '?'}")
+    return 0
+
+
+def _static_timeline(args: argparse.Namespace) -> int:
+    from ..bench.report import STATIC_PATH_TITLE, replace_section, static_path_section
+    from ..bench.runner import cpu_split
+    from ..bench.static_path import measure
+
+    result = measure(args.timeline_calls, cpus=_cpus(args.cpus) or cpu_split()[1])
+    section = static_path_section(result)
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        print()
+    else:
+        print(section)
+    if args.write_docs:
+        page = Path(args.docs_dir) / "benchmarks.md"
+        page.write_text(replace_section(page.read_text(), STATIC_PATH_TITLE, section))
+        print(f"wrote {page}", file=sys.stderr)
     return 0
 
 

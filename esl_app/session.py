@@ -51,8 +51,8 @@ class SessionSettings:
     # None: no probes (TCP keepalive still detects a dead host)
     liveness_interval: float | None = 30.0
     liveness_timeout: float = 10.0
-    # a wait longer than this packs the call's connect reply (Headers.pack: ~11 kB -> ~1-2 kB on a
-    # real SIP call) while the call sits in a playback, a bridge, a queue; None: never
+    # a wait longer than this packs the call's connect reply (Headers.pack: zlib, ~11 kB -> well under
+    # 4 kB on a real SIP call) while the call sits in a playback, a bridge, a queue; None: never
     pack_after: float | None = 1.0
     keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     waker: WakerSettings = field(default_factory=WakerSettings)  # async sockets only
@@ -474,8 +474,9 @@ class Session:
             raise self._ended() from None
 
     def _get_long(self, result: AsyncResult, timeout: float | None, what: str, reported: float | None) -> Any:
-        limit = reported if reported is not None else timeout
-        message = f"{self.uuid or self.name}: {what} did not complete within {limit} s"
+        def timed_out() -> CommandTimeout:
+            limit = reported if reported is not None else timeout
+            return CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s")
 
         def ready(step: float | None) -> bool:
             try:
@@ -483,11 +484,11 @@ class Session:
                 # the wait as in _get, while the end of a step only leads to a pack or a probe
                 result.wait(step)
             except gevent.Timeout:
-                raise CommandTimeout(message) from None
+                raise timed_out() from None
             return result.ready()
 
         if not self._wait_held(ready, timeout):
-            raise CommandTimeout(message)
+            raise timed_out()
         try:
             return result.get()
         except ConnectionClosed:

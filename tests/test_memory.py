@@ -9,7 +9,7 @@ import tracemalloc
 import gevent
 
 from esl_app import App, Call
-from esl_app.protocol import Headers, Parser
+from esl_app.protocol import Parser
 from esl_app.session import SessionSettings
 from esl_app.transport import memory
 from esl_app.transport.memory import IdleTrimmer
@@ -148,6 +148,9 @@ def test_python_heap_per_held_call_stays_small():
     finally:
         server.stop(deadline=1)
     # the switch's side runs in this process too: leave out what the generator allocated
-    keep = [tracemalloc.Filter(False, generator.__file__, all_frames=True), tracemalloc.Filter(False, tracemalloc.__file__)]
+    keep = [
+        tracemalloc.Filter(False, generator.__file__, all_frames=True),
+        tracemalloc.Filter(False, tracemalloc.__file__),
+    ]
     grown = sum(stat.size_diff for stat in after.filter_traces(keep).compare_to(before.filter_traces(keep), "filename"))
     assert grown / calls < 17_000, f"{grown / calls:.0f} bytes per held call"

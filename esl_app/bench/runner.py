@@ -86,7 +86,7 @@ class Server:
             command = ["taskset", "-c", ",".join(map(str, cpus)), *command]
         # stderr goes to a file: a pipe nobody reads fills up with the server's log lines (64 kB) and
         # then blocks it in a write, which froze 10,000-call hold runs on a loaded machine
-        self.log = tempfile.TemporaryFile(mode="w+")
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - open as long as the server runs
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -297,6 +297,7 @@ esl-app bench --port 8084 --mode closed --concurrency 60 --duration 10
 esl-app bench --port 8084 --mode open --rate 800 --duration 10
 esl-app bench --port 8084 --mode hold --calls 10000 --server-pid $(pgrep -f 'esl-app serve')
 esl-app bench --static-timeline --write-docs   # the static decision path's section of this page
+esl-app bench --suite --servers esl-app --hold-only --calls 3000 --rate 60   # RSS per held call only
 ```
 """
 
@@ -330,7 +331,7 @@ NOTES = """## Where the time goes (py-spy, esl-app server, closed loop)
   here, where calls differ only in their UUIDs (zlib without the dictionary: ~3.5 kB). Values already
   read stay decoded; reading another one inflates the block again. Python heap per held call
   (tracemalloc, 1,000 held, `tests/test_memory.py` bounds it): 23.5 kB before, 13.5 kB after. RSS per
-  held call, the suite's hold phase (3,000 held, ramp 60/s, old and new code one after the other on
+  held call, the suite's hold phase (`--hold-only`: 3,000 held, ramp 60/s, old and new code in turn on
   2026-12-03 with the machine at a load of ~14): 27.9 kB before, 15.0 kB after; with 10,000 offered at
   50/s the server (~10% of a core then) held 8,822 at 13.7 kB each. The LF
   waker runs on a loop timer and only for the first 60 ms of a wait, so a long playback costs nothing

@@ -367,16 +367,20 @@ def hold_phase(
     calls: int,
     progress: Progress,
     name: str,
+    rate: float = 1000.0,
 ) -> dict[str, Any]:
-    """A fresh server process: warm up, then hold ``calls`` in a playback; RSS before, held, after."""
+    """A fresh server process: warm up, then hold ``calls`` in a playback (new calls at ``rate`` per
+    second until they are all held); RSS before, held, after."""
     server = Server(spec, cpus, extra=args)
     try:
-        return _hold(server, load, calls, progress, name)
+        return _hold(server, load, calls, progress, name, rate)
     finally:
         server.stop()
 
 
-def _hold(server: Server, load: Callable[..., LoadSpec], calls: int, progress: Progress, name: str) -> dict[str, Any]:
+def _hold(
+    server: Server, load: Callable[..., LoadSpec], calls: int, progress: Progress, name: str, rate: float
+) -> dict[str, Any]:
     run_phase(server, load(server.port, mode="closed", duration=1.0, concurrency=10), progress, f"{name} warm-up")
     time.sleep(1.0)
     before = server.rss_kb()
@@ -391,7 +395,7 @@ def _hold(server: Server, load: Callable[..., LoadSpec], calls: int, progress: P
         figures["idle_cpu_util_while_held"] = round((server.cpu() - cpu0) / 2.0, 3)
 
     phase = run_phase(
-        server, load(server.port, mode="hold", hold_calls=calls, rate=1000.0, call_timeout=600.0),
+        server, load(server.port, mode="hold", hold_calls=calls, rate=rate, call_timeout=600.0),
         progress, f"{name} hold {calls}", expected=calls, on_held=on_held,
     )  # fmt: skip
     time.sleep(3.0)

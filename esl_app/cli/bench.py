@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with --write-docs: into docs/benchmarks.md",
     )  # fmt: skip
     bench.add_argument("--timeline-calls", type=int, default=200, help="--static-timeline: calls, one at a time")
+    bench.add_argument(
+        "--hold-only", action="store_true",
+        help="with --suite: only the hold phase (RSS per held call), --calls held, new calls at --rate per second",
+    )  # fmt: skip
     bench.set_defaults(func=cmd_bench)
 
 
@@ -68,6 +72,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _single(args)
 
 
+def _hold_only(args: argparse.Namespace, servers: list[str]) -> int:
+    """The suite's hold phase alone: a fresh server per name, ``--calls`` held, ramped at ``--rate``/s
+    (a ramp the server keeps up with: a call waiting more than connect_timeout for its turn is lost)."""
+    from ..bench.generator import LoadSpec
+    from ..bench.runner import SERVERS, Progress, cpu_split, hold_phase
+
+    server_cpus, gen_cpus = cpu_split()
+
+    def load(port: int, **kw: object) -> LoadSpec:
+        return LoadSpec(host="127.0.0.1", port=port, processes=max(1, len(gen_cpus)), cpus=gen_cpus, **kw)  # type: ignore[arg-type]
+
+    results = {}
+    for name in servers:
+        figures = hold_phase(SERVERS[name], server_cpus, [], load, args.calls, Progress(quiet=args.json), name,
+                             rate=args.rate)  # fmt: skip
+        results[name] = figures
+        if not args.json:
+            print(f"{name}: {figures['held']} held, {figures['kb_per_call']:.1f} kB RSS per held call, RSS "
+                  f"{figures['rss_before_kb']} -> {figures['rss_held_kb']} -> {figures['rss_after_kb']} kB, "
+                  f"errors {figures['errors'] or 'none'}")  # fmt: skip
+    if args.json:
+        json.dump(results, sys.stdout, indent=1)
+        print()
+    return 0
+
+
 def _suite(args: argparse.Namespace) -> int:
     from ..bench.runner import SERVERS, SuiteOptions, run_suite
 
@@ -77,6 +107,8 @@ def _suite(args: argparse.Namespace) -> int:
         unknown = [name for name in options.servers if name not in SERVERS]
         if unknown:
             raise SystemExit(f"error: unknown servers {unknown}; choose from {list(SERVERS)}")
+    if args.hold_only:
+        return _hold_only(args, options.servers)
     if args.quick:
         options.duration, options.sweep_duration = 3.0, 2.0
         options.hold = {name: 1000 for name in SERVERS}

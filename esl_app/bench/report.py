@@ -332,8 +332,9 @@ NOTES = """## Where the time goes (py-spy, esl-app server, closed loop)
   read stay decoded; reading another one inflates the block again. Python heap per held call
   (tracemalloc, 1,000 held, `tests/test_memory.py` bounds it): 23.5 kB before, 13.5 kB after. RSS per
   held call, the suite's hold phase (`--hold-only`: 3,000 held, ramp 60/s, old and new code in turn on
-  2026-12-03 with the machine at a load of ~14): 27.9 kB before, 15.0 kB after; with 10,000 offered at
-  50/s the server (~10% of a core then) held 8,822 at 13.7 kB each. The LF
+  2026-12-03 with the machine at a load of ~14): 27.9 kB before, 15.0 kB after; `--calls 10000 --rate
+  45`: 10,000 held at once, RSS 42.9 -> 201.8 MB, 15.9 kB per held call (the server had ~10% of a core;
+  at a 1,000/s ramp it fell behind and calls waiting past `connect_timeout` were lost). The LF
   waker runs on a loop timer and only for the first 60 ms of a wait, so a long playback costs nothing
   while it plays.
 * **RSS after the held calls end**: when 10,000 playbacks end at once, every call receives its ~55 kB

@@ -16,6 +16,7 @@ def dial_out(call, number):
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +29,8 @@ from .call import HANDOFF_CONTEXT, HANDOFF_DESTINATION, Call
 from .errors import CallEnded, CommandError, EslAppError, RouteError
 from .handoff import MARKER as HANDOFF_MARKER
 from .handoff import HandoffSigner
+from .protocol import commands
+from .protocol.expansion import setvar_value
 from .recovery import VARIABLE as CHECKPOINT_VARIABLE
 from .recovery import CheckpointCodec, Journal
 from .routing import Matcher, Route, RouteMatch, RouteTable, SocketMode, build_route
@@ -445,7 +448,13 @@ class App:
             recovered = call.recovered if call.recovered is not None and call.recovered.route == name else None
             writer = self.checkpoint_codec().writer(call.uuid, name, call.destination, call.context)
             call.journal = Journal(writer, recovered)
-        match.route.flow(call, **match.kwargs())
+        kwargs = match.kwargs()
+        # a call through ** adds an interpreter frame on the C stack, which the flow's greenlet keeps
+        # (copied to the heap) for as long as the call is held
+        if kwargs:
+            match.route.flow(call, **kwargs)
+        else:
+            match.route.flow(call)
 
     def hand_off_to_async(self, call: Call) -> None:
         """Move a call from a static socket to an async one: save where it was going, then transfer it
@@ -455,9 +464,17 @@ class App:
         # the destination is caller text: stored as data (uuid_setvar, or set escaped), never expanded;
         # the signed marker by which the async leg is recognised: it skips the door's count and the guards
         marker = self.handoff.issue(call.uuid, call.destination, call.context)
-        call.set_variables(
-            {HANDOFF_DESTINATION: call.destination, HANDOFF_CONTEXT: call.context, HANDOFF_MARKER: marker}
-        )
+        variables = {HANDOFF_DESTINATION: call.destination, HANDOFF_CONTEXT: call.context, HANDOFF_MARKER: marker}
+        session = call.session
+        if session.full and not session.in_process:
+            # no round trip of their own: the uuid_setvar commands go out in the transfer's write and
+            # FreeSWITCH runs them, in order, before the transfer (spec 4.3); their replies are read
+            # later (a refusal is logged: only a channel already gone refuses, and then so does the transfer)
+            for name, value in variables.items():
+                args = ("uuid_setvar", call.uuid, name, *((setvar_value(value),) if value else ()))
+                session.ride_along(commands.api(*args), functools.partial(_log_refused_variable, call.uuid, name))
+        else:
+            call.set_variables(variables)
         if self.before_hand_off is not None:
             self.before_hand_off()
         call.handed_off = True
@@ -512,3 +529,10 @@ class App:
                 hook(call, cause)
             except Exception:
                 log.exception("%s: on_hangup hook %s failed", call.uuid, getattr(hook, "__name__", hook))
+
+
+def _log_refused_variable(uuid: str, name: str, result: Any) -> None:
+    frame = result.value if result.successful() else None
+    if frame is not None and not frame.reply_text.startswith("+OK"):
+        log.error("%s: hand-off variable %s not set (%s): the async leg will not find it", uuid, name,
+                  frame.reply_text.strip())  # fmt: skip

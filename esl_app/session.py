@@ -59,6 +59,9 @@ class SessionSettings:
     # None: no probes (TCP keepalive still detects a dead host)
     liveness_interval: float | None = 30.0
     liveness_timeout: float = 10.0
+    # a wait longer than this packs the call's connect reply (Headers.pack: zlib, ~11 kB -> well under
+    # 4 kB on a real SIP call) while the call sits in a playback, a bridge, a queue; None: never
+    pack_after: float | None = 1.0
     keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     waker: WakerSettings = field(default_factory=WakerSettings)  # async sockets only
 
@@ -164,14 +167,12 @@ class Session:
         enable_keepalive(self.connection.sock, settings.keepalive)
         self.connection.start()
         try:
-            connected = self.connection.send(commands.CONNECT)
-            subscribed = self.connection.send(commands.MYEVENTS)
-            lingered = (
-                self.connection.send(commands.linger(settings.linger_seconds))
-                if settings.linger_seconds is not None
-                else None
-            )
-            assert connected is not None and subscribed is not None
+            handshake = [commands.CONNECT, commands.MYEVENTS]
+            if settings.linger_seconds is not None:
+                handshake.append(commands.linger(settings.linger_seconds))
+            # one write, not three: FreeSWITCH reads and runs them one after the other anyway (spec 4.3)
+            connected, subscribed, *lingering = self.connection.send_batch(handshake)
+            lingered = lingering[0] if lingering else None
             frame = self._get(connected, settings.connect_timeout, "connect")
         except ConnectionClosed:
             # the call ended before connect: the only frame was the final notice (spec 2.2)
@@ -237,6 +238,8 @@ class Session:
             replied = True
             if not frame.ok:
                 raise CommandError(f"execute {app}", frame.reply_text)
+            # the command, its reply and reply frame would live as long as the wait (~1 kB per held call)
+            del data, reply, frame
             remaining = max(0.0, deadline - (gevent.get_hub().loop.now() - started))
             if self.mode == "async" and wake and self.settings.waker.enabled and not waiter.result.ready():
                 # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9); often it came
@@ -373,21 +376,10 @@ class Session:
     def wait_for_hangup(self, timeout: float | None = None) -> bool:
         """True once the call is down; False after ``timeout`` (None: no limit, but a switch that stops
         answering liveness probes ends the wait, and the call, within about liveness_interval)."""
-        interval = self.settings.liveness_interval
-        if interval is None:
-            return self.hung_up.wait(timeout)
-        loop = gevent.get_hub().loop
-        deadline = None if timeout is None else loop.now() + timeout
-        while True:
-            step = interval if deadline is None else min(interval, max(0.0, deadline - loop.now()))
-            if self.hung_up.wait(step):
-                return True
-            if deadline is not None and loop.now() >= deadline:
-                return False
-            try:
-                self._check_alive()
-            except (CallHangup, CallTransferred):
-                return self.hung_up.is_set() or self.connection.closed
+        try:
+            return self._wait_held(self.hung_up.wait, timeout)
+        except (CallHangup, CallTransferred):
+            return self.hung_up.is_set() or self.connection.closed
 
     def raise_if_gone(self) -> None:
         if self.hung_up.is_set() or self.transferred or self.connection.closed:
@@ -484,9 +476,13 @@ class Session:
         *,
         probe: bool = False,
     ) -> Any:
-        interval = self.settings.liveness_interval
-        if probe and interval is not None and (timeout is None or timeout > interval):
-            return self._get_probing(result, timeout, what, reported, interval)
+        if probe:
+            settings = self.settings
+            interval, pack_after = settings.liveness_interval, settings.pack_after
+            if (interval is not None and (timeout is None or timeout > interval)) or (
+                pack_after is not None and (timeout is None or timeout > pack_after)
+            ):
+                return self._get_long(result, timeout, what, reported)
         try:
             return result.get(timeout=timeout)
         except gevent.Timeout:
@@ -495,30 +491,50 @@ class Session:
         except ConnectionClosed:
             raise self._ended() from None
 
-    def _get_probing(
-        self, result: AsyncResult, timeout: float | None, what: str, reported: float | None, interval: float
-    ) -> Any:
-        """A long wait: every ``interval`` seconds without an answer, check that FreeSWITCH is alive."""
-        loop = gevent.get_hub().loop
-        deadline = None if timeout is None else loop.now() + timeout
-        while True:
-            step = interval if deadline is None else min(interval, max(0.0, deadline - loop.now()))
+    def _get_long(self, result: AsyncResult, timeout: float | None, what: str, reported: float | None) -> Any:
+        def timed_out() -> CommandTimeout:
+            limit = reported if reported is not None else timeout
+            return CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s")
+
+        def ready(step: float | None) -> bool:
             try:
                 # wait() times out quietly, so a gevent.Timeout here is the flow's own bound: it ends
-                # the wait as in _get, while the end of an interval only leads to a probe
+                # the wait as in _get, while the end of a step only leads to a pack or a probe
                 result.wait(step)
             except gevent.Timeout:
-                limit = reported if reported is not None else timeout
-                raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s") from None
-            if result.ready():
-                try:
-                    return result.get()
-                except ConnectionClosed:
-                    raise self._ended() from None
-            if deadline is not None and loop.now() >= deadline:
-                limit = reported if reported is not None else timeout
-                raise CommandTimeout(f"{self.uuid or self.name}: {what} did not complete within {limit} s")
-            self._check_alive()
+                raise timed_out() from None
+            return result.ready()
+
+        if not self._wait_held(ready, timeout):
+            raise timed_out()
+        try:
+            return result.get()
+        except ConnectionClosed:
+            raise self._ended() from None
+
+    def _wait_held(self, wait: Callable[[float | None], bool], timeout: float | None) -> bool:
+        """A long wait (``wait(step)``: True once done); False after ``timeout``. After ``pack_after``
+        seconds the call counts as held and its connect reply is packed (``Headers.pack``); every
+        ``liveness_interval`` seconds FreeSWITCH is asked whether the call lives (``_check_alive``)."""
+        interval, pack_after = self.settings.liveness_interval, self.settings.pack_after
+        loop = gevent.get_hub().loop
+        now = loop.now()
+        deadline = None if timeout is None else now + timeout
+        next_probe = None if interval is None else now + interval
+        pack_at = None if pack_after is None else now + pack_after
+        while True:
+            marks = [mark for mark in (deadline, next_probe, pack_at) if mark is not None]
+            if wait(max(0.0, min(marks) - loop.now()) if marks else None):
+                return True
+            now = loop.now()
+            if deadline is not None and now >= deadline:
+                return False
+            if pack_at is not None and now >= pack_at:
+                pack_at = None
+                self.channel_data.pack()
+            if next_probe is not None and interval is not None and now >= next_probe:
+                self._check_alive()
+                next_probe = loop.now() + interval
 
     def _check_alive(self) -> None:
         """``api uuid_exists``: no reply within liveness_timeout closes the connection (the switch host

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="waits longer than this probe FreeSWITCH (api uuid_exists); None: no probes"
     )
     liveness_timeout: float = Field(10.0, gt=0, description="no answer to a probe this long: the connection closes")
+    pack_after: float | None = Field(
+        1.0, gt=0, description="waits longer than this pack the call's connect reply (held calls' memory); None: never"
+    )
     keepalive_idle: int = Field(10, ge=1, description="TCP keepalive: idle seconds before the first probe")
     keepalive_interval: int = Field(5, ge=1, description="TCP keepalive: seconds between probes")
     keepalive_count: int = Field(3, ge=1, description="TCP keepalive: unanswered probes before the peer is dead")
@@ -193,6 +196,7 @@ class Settings(BaseSettings):
             cleanup_timeout=self.cleanup_timeout,
             liveness_interval=self.liveness_interval,
             liveness_timeout=self.liveness_timeout,
+            pack_after=self.pack_after,
             keepalive=KeepaliveSettings(
                 idle=self.keepalive_idle, interval=self.keepalive_interval, count=self.keepalive_count
             ),

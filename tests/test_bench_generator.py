@@ -267,6 +267,17 @@ def test_report_renders_tables_targets_and_a_chart(tmp_path) -> None:  # type: i
     assert {name: ok for name, _, ok in report.targets(results)}["setup p99 ≤ 2 ms at 50% of own max rate"] is False
     page = report.write_docs(results, tmp_path)
     assert page.exists() and (tmp_path / "benchmarks-setup-p99.png").stat().st_size > 1000
+    # the static path's section (esl-app bench --static-timeline --write-docs) survives a regeneration
+    timeline = {"calls": 3, "calls_in_timeline": 3, "switch_decision_ms": {"p50": 1.0, "p99": 2.0}, "switch_errors": {},
+                "steps": [{"who": "esl-app -> switch", "what": "connect + myevents + linger 10", "bytes": 30,
+                           "at_us": 20.0}]}  # fmt: skip
+    section = report.static_path_section(timeline)
+    page.write_text(report.replace_section(page.read_text(), report.STATIC_PATH_TITLE, section))
+    assert report.section(page.read_text(), report.STATIC_PATH_TITLE) == section
+    assert page.read_text().index(report.STATIC_PATH_TITLE) < page.read_text().index("## Memory")
+    report.write_docs(results, tmp_path)
+    assert report.section(page.read_text(), report.STATIC_PATH_TITLE) == section
+    assert "| 1 | esl-app -> switch | connect + myevents + linger 10 | 30 | 20 | 20 |" in section
 
 
 def test_latency_histogram_counts_every_value_in_log_bins() -> None:

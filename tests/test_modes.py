@@ -188,3 +188,24 @@ def test_hand_off_variables_are_cleared_without_full_too():
     )
     assert reached == ["1000 as 1000 (async)", "2000 as 2000 (static)"]
     assert ("unset", "esl_app_destination") in legs[1].executed
+
+
+def test_static_hand_off_writes_its_variables_with_the_transfer_and_the_handshake_in_one_write(esl_call):
+    """The static decision path (docs/benchmarks.md): connect, myevents and linger go out in one write;
+    after the connect reply the next write is the hand-off's uuid_setvar commands together with the
+    transfer, with no reply awaited in between (FreeSWITCH runs them in order, spec 4.3)."""
+    from esl_app.bench.static_path import _steps_until_first_execute, _traced, decide_and_hand_off_app
+
+    app = decide_and_hand_off_app()
+    with _traced(app) as traces:
+        result = esl_call(app, "1000", mode="static")
+    assert result.executed[0][0] == "transfer"
+    assert sum(command.startswith("api uuid_setvar") for command in result.record.commands) == 3
+    (trace,) = traces
+    steps = [(who, what) for who, what, _, _ in _steps_until_first_execute(trace)]
+    assert steps == [
+        ("esl-app -> switch", "connect + myevents + linger 10"),
+        ("switch -> esl-app", "connect reply (static), '+OK Events Enabled', '+OK will linger 10 seconds'"),
+        ("esl-app", "routed: the route needs async, hand-off"),
+        ("esl-app -> switch", "api uuid_setvar + api uuid_setvar + api uuid_setvar + sendmsg execute transfer"),
+    ]

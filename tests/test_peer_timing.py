@@ -15,10 +15,18 @@ from esl_app.testing.pipe import memory_socket_pair
 
 
 class Client:
-    def __init__(self, mode: str = "async", timing: TimingModel | None = None, *, no_timing: bool = False) -> None:
+    def __init__(
+        self,
+        mode: str = "async",
+        timing: TimingModel | None = None,
+        *,
+        no_timing: bool = False,
+        script: CallScript | None = None,
+    ) -> None:
         peer_end, self.sock = memory_socket_pair()
         model = None if no_timing else (timing or TimingModel())
-        self.peer = FakeFreeSWITCH(CallScript(mode=mode), peer_end, timing=model, safety_timeout=20)
+        script = script or CallScript(mode=mode)
+        self.peer = FakeFreeSWITCH(script, peer_end, timing=model, safety_timeout=20)
         self.greenlet = gevent.spawn(self.peer.run)
         self.parser = Parser()
         self.frames: list = []
@@ -136,3 +144,28 @@ def test_timing_model_is_off_by_default():
     samples = [client.execute_latency()[1] for _ in range(5)]
     client.close()
     assert statistics.median(samples) < 0.015
+
+
+def test_static_socket_runs_each_command_to_its_end_before_it_reads_the_next():
+    """Spec 2.4: a static socket's listener is the call's own thread. Three commands in one write: the
+    playback runs inline (0.1 s); the api behind it and the answer after that run only once it has
+    ended; replies first, in order, then the events, the playback's COMPLETE before the answer's start."""
+    client = Client(script=CallScript(mode="static", app_seconds={"playback": 0.1}))
+    client.handshake()
+    sent = time.perf_counter()
+    client.sock.sendall(
+        commands.execute("playback", "a.wav", event_uuid="u-play")
+        + commands.api("uuid_exists", client.peer.uuid)
+        + commands.execute("answer", event_uuid="u-answer")
+    )
+    replies = [client.wait_for(lambda f: not f.is_event) for _ in range(3)]
+    events = [client.wait_for(lambda f: f.is_event and f.event().name.startswith("CHANNEL_EXECUTE")) for _ in range(4)]
+    client.close()
+    assert [frame.reply_text.strip() for _, frame in replies] == ["+OK", "true", "+OK"]
+    assert min(stamp for stamp, _ in replies) - sent >= 0.1  # nothing behind the playback ran before its end
+    assert max(stamp for stamp, _ in replies) <= min(stamp for stamp, _ in events)
+    order = [(f.event().name, f.event().get("Application-UUID")) for _, f in sorted(events, key=lambda e: e[0])]
+    assert order == [
+        ("CHANNEL_EXECUTE", "u-play"), ("CHANNEL_EXECUTE_COMPLETE", "u-play"),
+        ("CHANNEL_EXECUTE", "u-answer"), ("CHANNEL_EXECUTE_COMPLETE", "u-answer"),
+    ]  # fmt: skip

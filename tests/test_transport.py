@@ -74,8 +74,9 @@ def test_connections_opened_at_once_are_not_dropped_from_the_accept_queue(served
 def test_graceful_stop_lets_active_calls_finish_and_refuses_new_ones(served):
     server = served(make_app())
     call = gevent.spawn(place, server.address, app_seconds={"playback": 0.5})
-    gevent.sleep(0.1)
-    assert server.active == 1
+    with gevent.Timeout(2):  # the first connection of a process can take ~0.1 s on a loaded machine
+        while server.active != 1:
+            gevent.sleep(0.005)
     stopping = gevent.spawn(server.stop, 5.0)
     gevent.sleep(0.05)
     with pytest.raises(OSError):

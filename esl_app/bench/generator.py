@@ -107,6 +107,7 @@ class _Call:
         "connected",
         "first_execute",
         "linger",
+        "lock",
         "parked",
         "refused",
         "release",
@@ -127,6 +128,7 @@ class _Call:
         self.connected = self.subscribed = self.parked = False
         self.answered = self.app_hungup = self.refused = False
         self.linger = False
+        self.lock: Any = None  # hold mode: the playback's completion is written from another greenlet
         self.first_execute: float | None = None
 
     def run(self, started: float) -> str:
@@ -222,8 +224,20 @@ class _Call:
                 break
         self.buffer = buffer
         if out:
-            self.sock.sendall(b"".join(out))
+            self._send(b"".join(out))
         return close
+
+    def _send(self, data: bytes) -> None:
+        if self.lock is None:
+            self.sock.sendall(data)
+            return
+        with self.lock:  # a held call writes from two greenlets
+            self.sock.sendall(data)
+
+    def _complete_when_released(self, frame: bytes) -> None:
+        self.release.wait()
+        with contextlib.suppress(OSError):
+            self._send(frame)
 
     def _command(self, block: bytes, body: bytes, out: list[bytes]) -> bool:
         t = self.t
@@ -311,11 +325,18 @@ class _Call:
             self.answered = True
             out.append(t.render(t.answer_event(), self.uuid))
         if lowered == "playback" and self.release is not None:
-            # hold: the prompt plays until the run releases the calls
-            self.sock.sendall(b"".join(out))
+            # hold: the prompt plays until the run releases the calls. Commands are still answered
+            # meanwhile, as FreeSWITCH's listener does: a server's liveness probe (api) must not find a
+            # dead switch when the ramp to 10,000 held calls outlasts its probe interval
+            import gevent
+            from gevent.lock import Semaphore
+
+            self.lock = self.lock or Semaphore()
+            self._send(b"".join(out))
             out.clear()
             _HELD[0] += 1
-            self.release.wait()
+            gevent.spawn(self._complete_when_released, t.render(done, self.uuid, app_uuid))
+            return False
         out.append(t.render(done, self.uuid, app_uuid))
         return False
 

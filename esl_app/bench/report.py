@@ -382,6 +382,8 @@ esl-app bench --suite --servers esl-app --json   # one server, machine-readable
 esl-app bench --port 8084 --mode closed --concurrency 60 --duration 10
 esl-app bench --port 8084 --mode open --rate 800 --duration 10
 esl-app bench --port 8084 --mode hold --calls 10000 --server-pid $(pgrep -f 'esl-app serve')
+esl-app bench --static-timeline --write-docs   # the static decision path's section of this page
+esl-app bench --suite --servers esl-app --hold-only --calls 3000 --rate 60   # RSS per held call only
 ```
 """
 
@@ -486,9 +488,20 @@ blank line, values are URL-encoded so no earlier blank line exists) instead of p
   between 2.9x and 4.1x (the minimal server between 230 and 455 calls/s). esl-app spends ~0.7 ms of CPU
   per call, of which ~0.2 ms is the irreducible scanning of ~115 kB of FreeSWITCH frames and ~0.15 ms
   syscalls.
-* **Memory**: a held call is its raw connect reply (~11 kB, kept so any variable can be read later), the
-  socket and its watchers, the call greenlet's stacks and the session. The LF waker runs on a loop timer
-  and only for the first 60 ms of a wait, so a long playback costs nothing while it plays.
+* **Memory**: a held call is its session and call objects, the socket and its watchers, the call
+  greenlet's saved C stack (~3.3 kB; two interpreter frames fewer since the handler is spawned itself
+  and a flow without captures is called without `**`) and its connect reply, kept raw (~11 kB) so any
+  variable can be read later. A call that has waited `pack_after` (1 s) in a playback, a bridge or a
+  queue packs that reply: zlib against a preset dictionary (the first reply the process packed), ~0.4 kB
+  here, where calls differ only in their UUIDs (zlib without the dictionary: ~3.5 kB). Values already
+  read stay decoded; reading another one inflates the block again. Python heap per held call
+  (tracemalloc, 1,000 held, `tests/test_memory.py` bounds it): 23.5 kB before, 13.5 kB after. RSS per
+  held call, the suite's hold phase (`--hold-only`: 3,000 held, ramp 60/s, old and new code in turn on
+  2026-12-03 with the machine at a load of ~14): 27.9 kB before, 15.0 kB after; `--calls 10000 --rate
+  45`: 10,000 held at once, RSS 42.9 -> 201.8 MB, 15.9 kB per held call (the server had ~10% of a core;
+  at a 1,000/s ramp it fell behind and calls waiting past `connect_timeout` were lost). The LF
+  waker runs on a loop timer and only for the first 60 ms of a wait, so a long playback costs nothing
+  while it plays.
 * **RSS after the held calls end**: when 10,000 playbacks end at once, every call receives its ~55 kB
   hangup sequence in the same instant; the server returns the freed heap (`malloc_trim`) once active calls
   have fallen to a tenth of their peak.
@@ -503,5 +516,82 @@ def write_docs(results: dict[str, Any], docs_dir: Path, notes: str = NOTES) -> P
     chart = docs_dir / "benchmarks-setup-p99.png"
     write_chart(results, chart)
     page = docs_dir / "benchmarks.md"
-    page.write_text(render_markdown(results, chart.name, notes))
+    text = render_markdown(results, chart.name, notes)
+    # the static path's timeline comes from its own command (esl-app bench --static-timeline): kept
+    kept = section(page.read_text(), STATIC_PATH_TITLE) if page.exists() else None
+    if kept is not None:
+        text = replace_section(text, STATIC_PATH_TITLE, kept)
+    page.write_text(text)
     return page
+
+
+# -- the static decision path (esl_app.bench.static_path) -----------------------------------------
+STATIC_PATH_TITLE = "## The static decision path"
+STATIC_PATH_INTRO = (
+    "What esl-app writes and reads on a static socket (`socket host:port full`, `dialplan/esl_app.xml`)\n"
+    """between accepting the connection and the first `execute` of a decide-and-hand-off call: a route
+declared `mode="async"` reached on a static socket is decided, then handed off (its destination,
+context and signed marker saved with `uuid_setvar`, then `transfer` to the async extension). Generated
+by `esl-app bench --static-timeline --write-docs`: esl-app's clock at each write and each read of the
+call's connection, {calls} calls one at a time, against the test kit's fake FreeSWITCH with its
+`TimingModel`, in a process of its own. On a static socket the fake runs each command when it reads
+it, to its end, before it reads the next (spec 2.4: the listener is the call's own thread); its
+connect reply is ~3.8 kB (a real SIP call's is ~11 kB)."""
+)
+STATIC_PATH_NOTES = """Before (main at 594e45b) the same call wrote `connect`, `myevents` and `linger 10` in three
+writes, then, once routed, the three `api uuid_setvar` in three writes, **waited for their replies** (a
+round trip) and only then wrote the `transfer`: 10 steps to the first execute, against 4 now. Three
+alternating runs of 150 calls each of the old and the new code on 2026-12-03, on this machine under
+a load of ~14 on its 2 cores (so every figure is several times its quiet value): the first execute
+written 6.0 ms (median of the runs' medians) after the call's greenlet started before, 2.2 ms after;
+seen by the switch, TCP connected -> `transfer` started, p50 9.9 ms before, 6.7 ms after. In a quieter
+moment the old path took 1.39 ms to its first execute, 0.53 ms of it waiting for the `uuid_setvar`
+replies.
+
+* **Removed: the hand-off's round trip.** FreeSWITCH runs the commands of a connection in order, each
+  before it reads the next (spec 4.3), so the variables are set before the `transfer` runs when they go
+  in the same write; their replies are read afterwards (a refusal is logged: only a channel that is
+  already gone refuses `uuid_setvar`, and then the transfer fails too).
+* **Removed: two writes.** `connect`, `myevents` and `linger` go out in one write.
+* **Kept: `myevents` before the first execute.** On a static socket an execute's `+OK` comes when the
+  application has finished, but its CHANNEL_EXECUTE_COMPLETE (what `execute` returns:
+  `Application-Response`, the variables the application set) and the hangup events only reach a socket
+  subscribed when they fire (spec 2.5); subscribed after the first execute, that execute's events
+  would be lost. There is no CHANNEL_PARK on a static socket, so nothing else is waited for.
+* **Kept: `linger`, off the critical path.** On a static socket it buys nothing esl-app reads at hangup
+  (CHANNEL_HANGUP_COMPLETE never arrives there, spec 2.6), but the mode is known only from the connect
+  reply, and FreeSWITCH runs `linger` right after writing that reply, while esl-app is still reading
+  it and deciding: 11 bytes in a write made anyway. Sending it later, to async sockets only, would
+  open a window in which an async call's hangup events could be lost.
+* **Nothing else before the first action:** no `event plain ...` (BACKGROUND_JOB is subscribed on the
+  first `bgapi`), no `filter`, no waker (async sockets only); the connect reply is the one wait a
+  decision needs."""
+
+
+def static_path_section(result: dict[str, Any]) -> str:
+    from .static_path import markdown
+
+    return "\n\n".join(
+        [STATIC_PATH_TITLE, STATIC_PATH_INTRO.format(calls=result["calls"]), markdown(result), STATIC_PATH_NOTES]
+    )
+
+
+def section(page: str, title: str) -> str | None:
+    """The ``## title`` section of a markdown page (up to the next ``## ``), without its end."""
+    start = page.find(title + "\n")
+    if start < 0:
+        return None
+    end = page.find("\n## ", start + len(title))
+    return page[start : end if end >= 0 else len(page)].rstrip("\n")
+
+
+def replace_section(page: str, title: str, text: str) -> str:
+    """``page`` with its ``## title`` section replaced by ``text``, or with ``text`` added before
+    "## Memory" (the end when there is no such heading)."""
+    old = section(page, title)
+    if old is not None:
+        return page.replace(old, text.rstrip("\n"), 1)
+    at = page.find("\n## Memory")
+    if at < 0:
+        return page.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    return page[: at + 1] + text.rstrip("\n") + "\n\n" + page[at + 1 :]

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,14 +87,16 @@ class Server:
         command = [python, "-m", f"{SERVERS_PACKAGE}.{spec.module}", "--port", "0", *spec.args, *extra]
         if cpus and shutil.which("taskset"):
             command = ["taskset", "-c", ",".join(map(str, cpus)), *command]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr goes to a file: a pipe nobody reads fills up with the server's log lines (64 kB) and
+        # then blocks it in a write, which froze 10,000-call hold runs on a loaded machine
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - open as long as the server runs
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
             self.stop()
-            raise RuntimeError(
-                f"{spec.name} did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}"
-            )
+            self.log.seek(0)
+            raise RuntimeError(f"{spec.name} did not start: {line!r} {self.log.read()[-4000:]}")
         _, port, pid = line.split()
         self.port = int(port)
         self.pid = int(pid)
@@ -121,6 +124,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -436,16 +440,20 @@ def hold_phase(
     calls: int,
     progress: Progress,
     name: str,
+    rate: float = 1000.0,
 ) -> dict[str, Any]:
-    """A fresh server process: warm up, then hold ``calls`` in a playback; RSS before, held, after."""
+    """A fresh server process: warm up, then hold ``calls`` in a playback (new calls at ``rate`` per
+    second until they are all held); RSS before, held, after."""
     server = Server(spec, cpus, extra=args)
     try:
-        return _hold(server, load, calls, progress, name)
+        return _hold(server, load, calls, progress, name, rate)
     finally:
         server.stop()
 
 
-def _hold(server: Server, load: Callable[..., LoadSpec], calls: int, progress: Progress, name: str) -> dict[str, Any]:
+def _hold(
+    server: Server, load: Callable[..., LoadSpec], calls: int, progress: Progress, name: str, rate: float
+) -> dict[str, Any]:
     run_phase(server, load(server.port, mode="closed", duration=1.0, concurrency=10), progress, f"{name} warm-up")
     time.sleep(1.0)
     before = server.rss_kb()
@@ -460,7 +468,7 @@ def _hold(server: Server, load: Callable[..., LoadSpec], calls: int, progress: P
         figures["idle_cpu_util_while_held"] = round((server.cpu() - cpu0) / 2.0, 3)
 
     phase = run_phase(
-        server, load(server.port, mode="hold", hold_calls=calls, rate=1000.0, call_timeout=600.0),
+        server, load(server.port, mode="hold", hold_calls=calls, rate=rate, call_timeout=600.0),
         progress, f"{name} hold {calls}", expected=calls, on_held=on_held,
     )  # fmt: skip
     time.sleep(3.0)

@@ -44,6 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--processes", type=int, default=2, help="generator processes (closed loop)")
     bench.add_argument("--cpus", help="pin the generator to these CPUs, e.g. 1 or 1-3")
     bench.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    bench.add_argument(
+        "--static-timeline", action="store_true",
+        help="the static decision path's wire timeline (esl-app's side, fake FreeSWITCH with its timing model); "
+        "with --write-docs: into docs/benchmarks.md",
+    )  # fmt: skip
+    bench.add_argument("--timeline-calls", type=int, default=200, help="--static-timeline: calls, one at a time")
+    bench.add_argument(
+        "--hold-only", action="store_true",
+        help="with --suite: only the hold phase (RSS per held call), --calls held, new calls at --rate per second",
+    )  # fmt: skip
     bench.set_defaults(func=cmd_bench)
 
 
@@ -61,11 +71,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.generator import raise_fd_limit
 
     raise_fd_limit()
+    if args.static_timeline:
+        return _static_timeline(args)
     if args.suite:
         return _suite(args)
     if args.port is None:
         raise SystemExit("error: give --port of a running server, or --suite")
     return _single(args)
+
+
+def _hold_only(args: argparse.Namespace, servers: list[str]) -> int:
+    """The suite's hold phase alone: a fresh server per name, ``--calls`` held, ramped at ``--rate``/s
+    (a ramp the server keeps up with: a call waiting more than connect_timeout for its turn is lost)."""
+    from ..bench.generator import LoadSpec
+    from ..bench.runner import SERVERS, Progress, cpu_split, hold_phase
+
+    server_cpus, gen_cpus = cpu_split()
+
+    def load(port: int, **kw: object) -> LoadSpec:
+        return LoadSpec(host="127.0.0.1", port=port, processes=max(1, len(gen_cpus)), cpus=gen_cpus, **kw)  # type: ignore[arg-type]
+
+    results = {}
+    for name in servers:
+        figures = hold_phase(SERVERS[name], server_cpus, [], load, args.calls, Progress(quiet=args.json), name,
+                             rate=args.rate)  # fmt: skip
+        results[name] = figures
+        if not args.json:
+            print(f"{name}: {figures['held']} held, {figures['kb_per_call']:.1f} kB RSS per held call, RSS "
+                  f"{figures['rss_before_kb']} -> {figures['rss_held_kb']} -> {figures['rss_after_kb']} kB, "
+                  f"errors {figures['errors'] or 'none'}")  # fmt: skip
+    if args.json:
+        json.dump(results, sys.stdout, indent=1)
+        print()
+    return 0
 
 
 def _suite(args: argparse.Namespace) -> int:
@@ -77,6 +115,8 @@ def _suite(args: argparse.Namespace) -> int:
         unknown = [name for name in options.servers if name not in SERVERS]
         if unknown:
             raise SystemExit(f"error: unknown servers {unknown}; choose from {list(SERVERS)}")
+    if args.hold_only:
+        return _hold_only(args, options.servers)
     if args.quick:
         options.duration, options.sweep_duration, options.tail_seconds = 3.0, 2.0, 5.0
         options.hold = {name: 1000 for name in SERVERS}
@@ -110,6 +150,25 @@ def _suite(args: argparse.Namespace) -> int:
         print(markdown_table(results))
         for name, measured, ok in targets(results):
             print(f"- {name}: {measured} -> {'met' if ok else 'NOT MET' if ok is False else '?'}")
+    return 0
+
+
+def _static_timeline(args: argparse.Namespace) -> int:
+    from ..bench.report import STATIC_PATH_TITLE, replace_section, static_path_section
+    from ..bench.runner import cpu_split
+    from ..bench.static_path import measure
+
+    result = measure(args.timeline_calls, cpus=_cpus(args.cpus) or cpu_split()[1])
+    section = static_path_section(result)
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        print()
+    else:
+        print(section)
+    if args.write_docs:
+        page = Path(args.docs_dir) / "benchmarks.md"
+        page.write_text(replace_section(page.read_text(), STATIC_PATH_TITLE, section))
+        print(f"wrote {page}", file=sys.stderr)
     return 0
 
 

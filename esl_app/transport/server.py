@@ -50,7 +50,7 @@ def listen_socket(host: str, port: int, backlog: int, *, reuse_port: bool = Fals
 
 class _Server(StreamServer):
     """StreamServer whose ``do_handle`` (run in the accept callback) first checks who is calling
-    (``peers``), then asks the door."""
+    (``peers``), then asks the door; always given ``spawn``, and a ``handle`` that closes the socket."""
 
     door: Door | None = None
     peers: PeerFilter | None = None
@@ -73,7 +73,14 @@ class _Server(StreamServer):
                 if admitted is None:
                     return
                 args = (admitted, address)
-        super().do_handle(*args)
+        try:
+            # the handler itself, not gevent's wrapper around it: the wrapper's ``handle(*args)`` adds
+            # an interpreter frame to the C stack that a held call's greenlet keeps (copied to the
+            # heap); OutboundServer._handle closes the socket when the call is done, as the wrapper would
+            self._spawn(self._handle, *args)
+        except BaseException:
+            self.do_close(*args)
+            raise
 
 
 class OutboundServer:

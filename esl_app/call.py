@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid as uuid_module
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -254,11 +254,13 @@ class Call:
         wait: WaitFor = "complete",
         keep: tuple[str, ...] = (),
         wake: bool = True,
+        before: Sequence[tuple[str, str]] = (),
     ) -> Event | None:
         """Every application of a flow: journaled and checkpointed when the flow is resumable."""
         journal = self.journal
         if journal is None or not journal.active:
-            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
+            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake,
+                                        before=before)  # fmt: skip
         if journal.replaying:
             recorded, last = journal.next_recorded()
             if last or (recorded is not None and recorded.app == app):
@@ -274,7 +276,8 @@ class Call:
         if not journal.disabled:
             self._record_checkpoint(journal, len(journal.entries) + 1)
         journal.entries.append(entry)
-        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
+        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake,
+                                     before=before)  # fmt: skip
         if event is not None:
             entry.result = keep_result(event, keep)
         return event
@@ -565,14 +568,14 @@ class Call:
         setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
         if timeout is not None:
             setup["call_timeout"] = str(int(timeout))
-        replaying = self.journal is not None and self.journal.active and self.journal.replaying
-        for name, value in setup.items():
-            if not replaying:  # a replayed bridge is not placed again: nothing to prepare
-                self.session.execute("set", f"{name}={value}", wait="none")
         if variables:
             leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
             dialstring = "{" + leg_vars + "}" + dialstring
-        event = self.execute("bridge", dialstring, timeout=call_timeout, wake=wake)
+        # the sets go out in the bridge's own write (one syscall, not four); a replayed bridge is not
+        # placed again, so neither are they
+        before = [("set", f"{name}={value}") for name, value in setup.items()]
+        event = self._run_app("bridge", dialstring, timeout=call_timeout, wake=wake, before=before)
+        assert event is not None
         return bridge_result(event)
 
     # -- queues (ACD) ----------------------------------------------------------------------------

@@ -9,10 +9,11 @@ The flow's greenlet calls the blocking methods; the connection's reader greenlet
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -195,12 +196,15 @@ class Session:
         event_lock: bool = True,
         loops: int | None = None,
         wake: bool = True,
+        before: Sequence[tuple[str, str]] = (),
     ) -> Event | None:
         """Run an application; by default block until its CHANNEL_EXECUTE_COMPLETE and return it.
 
         ``wait="start"`` returns at its CHANNEL_EXECUTE (for applications that run until hangup,
         like ``park`` or ``conference``), ``wait="none"`` once FreeSWITCH accepted the command.
         ``wake=False``: no LF waker while waiting (a completion nobody needs within 20 ms: spec 9).
+        ``before``: (app, arg) run first, in the same write, waited for by nobody (as ``wait="none"``);
+        event-lock queues them in order ahead of this one. Their refusal is logged.
         """
         self.raise_if_gone()
         deadline = timeout if timeout is not None else self.settings.execute_timeout
@@ -213,7 +217,7 @@ class Session:
         outcome = "error"
         replied = False
         try:
-            reply = self._send(data)
+            reply = self._send_preceded(before, data) if before else self._send(data)
             self.last_execute = (app, time.time())
             if self.mode == "static":
                 # the application runs inline on the listener's thread until its reply (spec 2.4)
@@ -454,6 +458,23 @@ class Session:
         if replace:
             self._riders.clear()
         self._riders.append((data, on_reply))
+
+    def _send_preceded(self, before: Sequence[tuple[str, str]], data: bytes) -> AsyncResult:
+        """``data`` after the executes of ``before``, and the riders, in one write (one syscall)."""
+        first = [commands.execute(app, arg, event_uuid=str(uuid_module.uuid4())) for app, arg in before]
+        riders, self._riders = self._riders, []
+        try:
+            results = self.connection.send_batch([*(rider for rider, _ in riders), *first, data])
+        except ConnectionClosed:
+            raise self._ended() from None
+        for (_, on_reply), result in zip(riders, results, strict=False):
+            self._track_rider(result, on_reply)
+        for (app, _), reply in zip(before, results[len(riders) : -1], strict=True):
+            if self.mode == "static":  # as execute's own: the listener runs it inline (spec 2.4)
+                self._busy += 1
+                reply.rawlink(self._listener_free)
+            reply.rawlink(functools.partial(self._log_refused, app))
+        return results[-1]
 
     def _send_with_riders(self, data: bytes) -> AsyncResult:
         riders, self._riders = self._riders, []

@@ -159,6 +159,31 @@ def test_bridge_outcomes_keep_the_a_leg(outcome_name, expected, cause):
     assert result.variables["call_timeout"] == "20"
 
 
+def test_bridge_writes_its_sets_in_the_bridges_own_write(monkeypatch):
+    from esl_app.transport.connection import Connection
+
+    writes: list[bytes] = []
+    real = Connection._write
+
+    def counted(self, commands, data):
+        writes.append(data)
+        return real(self, commands, data)
+
+    def flow(call: Call):
+        call.answer()
+        writes.clear()
+        return call.bridge("user/2000", timeout=20)
+
+    monkeypatch.setattr(Connection, "_write", counted)
+    outcome: dict = {}
+    result = simulate_call(single_flow_app(flow, outcome), destination="1000")
+    assert outcome["result"].outcome == "answered"
+    assert result.verbs == ["answer", "set", "set", "set", "bridge"]
+    bridge_write = writes[0]  # one syscall: the three sets, then the bridge, in order
+    assert bridge_write.count(b"sendmsg") == 4
+    assert bridge_write.index(b"call_timeout=20") < bridge_write.index(b"execute-app-name: bridge")
+
+
 def test_bridge_with_leg_variables():
     def flow(call: Call):
         return call.bridge("user/2000", variables={"origination_caller_id_name": "Sales Desk"})

@@ -443,11 +443,10 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
     if result.answered:
         if not connected.is_set():
             service.offer_outcome(offer, "connected", in_sl=waited <= SERVICE_LEVEL_SECONDS)
-        # the agent is free from FreeSWITCH's event on: the next offer's latency counts from there
-        service.offer_outcome(offer, "ended", at=result.ended_at)
         wrap = int(service.queue_conf(offer.queue).get("wrap_ms", "0") or "0") / 1000
         talk = bridge_ended_at - (connected_at[0] if connected_at else bridged_at)
-        service.record_handle_time(offer.queue, talk + wrap)
+        # the agent is free from FreeSWITCH's event on: the next offer's latency counts from there
+        service.offer_outcome(offer, "ended", at=result.ended_at, handle_seconds=talk + wrap)
     else:
         service.offer_outcome(offer, "no_answer", at=result.ended_at)
     _record_latency(call, service, offer)

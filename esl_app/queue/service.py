@@ -361,11 +361,15 @@ class QueueService:
         *,
         in_sl: bool = False,
         at: float | None = None,
+        handle_seconds: float | None = None,
     ) -> bool:
         """Report what became of an offer; False when the agent no longer holds this caller. ``at``: when
-        it happened (wall time, e.g. FreeSWITCH's event), for the latency of the offer it makes."""
+        it happened (wall time, e.g. FreeSWITCH's event), for the latency of the offer it makes.
+        ``handle_seconds``: recorded as ``record_handle_time`` does, in the same round trip."""
         t_event = time.time() if at is None else at
         args = [self.prefix, offer.caller, offer.agent, outcome, f"{t_event:.6f}", "1" if in_sl else "0"]
+        if handle_seconds is not None:
+            args += [f"{max(0.0, handle_seconds):.3f}", str(self.handle_samples), offer.queue]
         first, *offers = self._offer(args=args)
         self._deliver(offers)
         if outcome == "ended" and int(first) > 0:

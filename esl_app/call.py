@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid as uuid_module
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -254,13 +254,14 @@ class Call:
         wait: WaitFor = "complete",
         keep: tuple[str, ...] = (),
         wake: bool = True,
-        before: Sequence[tuple[str, str]] = (),
+        set_first: Mapping[str, str] | None = None,
+        by_api: bool = False,
     ) -> Event | None:
         """Every application of a flow: journaled and checkpointed when the flow is resumable."""
         journal = self.journal
         if journal is None or not journal.active:
             return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake,
-                                        before=before)  # fmt: skip
+                                        set_first=set_first, by_api=by_api)  # fmt: skip
         if journal.replaying:
             recorded, last = journal.next_recorded()
             if last or (recorded is not None and recorded.app == app):
@@ -277,7 +278,7 @@ class Call:
             self._record_checkpoint(journal, len(journal.entries) + 1)
         journal.entries.append(entry)
         event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake,
-                                     before=before)  # fmt: skip
+                                     set_first=set_first, by_api=by_api)  # fmt: skip
         if event is not None:
             entry.result = keep_result(event, keep)
         return event
@@ -558,23 +559,27 @@ class Call:
         variables: Mapping[str, str] | None = None,
         call_timeout: float | None = None,
         wake: bool = True,
+        quiet_setup: bool = False,
     ) -> BridgeResult:
         """Bridge to ``dialstring`` and report how it went. The A-leg stays ours whatever happens:
         ``continue_on_fail`` and ``hangup_after_bridge=false`` are set first (pipelined, no extra wait).
 
         ``dialstring`` arrives as written; a flow's own ``${...}`` needs ``Expand("user/${ext}")``
         (``Expand("sofia/gateway/${gw}/") + number`` keeps ``number`` data). ``variables`` go in
-        ``{name=value}``, as data. ``wake=False``: no LF waker while it runs (``execute``)."""
+        ``{name=value}``, as data. ``wake=False``: no LF waker while it runs (``execute``).
+        ``quiet_setup``: on an async ``full`` socket those variables are set by one ``api
+        uuid_setvar_multi`` instead of three ``set`` applications (the same A-leg variables, without
+        their six events and three replies to read; the call's trace then shows no ``set``)."""
         setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
         if timeout is not None:
             setup["call_timeout"] = str(int(timeout))
         if variables:
             leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
             dialstring = "{" + leg_vars + "}" + dialstring
-        # the sets go out in the bridge's own write (one syscall, not four); a replayed bridge is not
-        # placed again, so neither are they
-        before = [("set", f"{name}={value}") for name, value in setup.items()]
-        event = self._run_app("bridge", dialstring, timeout=call_timeout, wake=wake, before=before)
+        # set in the bridge's own write (one syscall; on a full socket one api, no events); a replayed
+        # bridge is not placed again, so neither are they
+        event = self._run_app("bridge", dialstring, timeout=call_timeout, wake=wake, set_first=setup,
+                              by_api=quiet_setup)  # fmt: skip
         assert event is not None
         return bridge_result(event)
 

@@ -9,11 +9,10 @@ The flow's greenlet calls the blocking methods; the connection's reader greenlet
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 import uuid as uuid_module
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -196,15 +195,19 @@ class Session:
         event_lock: bool = True,
         loops: int | None = None,
         wake: bool = True,
-        before: Sequence[tuple[str, str]] = (),
+        set_first: Mapping[str, str] | None = None,
+        by_api: bool = False,
     ) -> Event | None:
         """Run an application; by default block until its CHANNEL_EXECUTE_COMPLETE and return it.
 
         ``wait="start"`` returns at its CHANNEL_EXECUTE (for applications that run until hangup,
         like ``park`` or ``conference``), ``wait="none"`` once FreeSWITCH accepted the command.
         ``wake=False``: no LF waker while waiting (a completion nobody needs within 20 ms: spec 9).
-        ``before``: (app, arg) run first, in the same write, waited for by nobody (as ``wait="none"``);
-        event-lock queues them in order ahead of this one. Their refusal is logged.
+        ``set_first``: channel variables set before it runs, in the same write (one syscall), waited for
+        by nobody: ``set`` applications queued ahead of it, or with ``by_api`` on an async ``full``
+        socket one ``api uuid_setvar_multi`` (one reply and no events, where each ``set`` makes a
+        reply and two events; literal values only: one with ``;``, ``$`` or CR/LF takes the ``set``
+        applications, which escape it). A refusal is logged.
         """
         self.raise_if_gone()
         deadline = timeout if timeout is not None else self.settings.execute_timeout
@@ -217,7 +220,7 @@ class Session:
         outcome = "error"
         replied = False
         try:
-            reply = self._send_preceded(before, data) if before else self._send(data)
+            reply = self._send_preceded(set_first, data, by_api) if set_first else self._send(data)
             self.last_execute = (app, time.time())
             if self.mode == "static":
                 # the application runs inline on the listener's thread until its reply (spec 2.4)
@@ -459,9 +462,16 @@ class Session:
             self._riders.clear()
         self._riders.append((data, on_reply))
 
-    def _send_preceded(self, before: Sequence[tuple[str, str]], data: bytes) -> AsyncResult:
-        """``data`` after the executes of ``before``, and the riders, in one write (one syscall)."""
-        first = [commands.execute(app, arg, event_uuid=str(uuid_module.uuid4())) for app, arg in before]
+    def _send_preceded(self, values: Mapping[str, str], data: bytes, by_api: bool) -> AsyncResult:
+        """``data`` after the riders and what sets ``values``, in one write."""
+        literal = not any(c in v for v in values.values() for c in ";$\r\n")
+        by_api = by_api and self.full and self.mode == "async" and literal
+        if by_api:
+            assignments = ";".join(f"{name}={value}" for name, value in values.items())
+            first = [commands.api("uuid_setvar_multi", self.uuid, assignments)]
+        else:
+            first = [commands.execute("set", f"{name}={value}", event_uuid=str(uuid_module.uuid4()))
+                     for name, value in values.items()]  # fmt: skip
         riders, self._riders = self._riders, []
         try:
             results = self.connection.send_batch([*(rider for rider, _ in riders), *first, data])
@@ -469,12 +479,17 @@ class Session:
             raise self._ended() from None
         for (_, on_reply), result in zip(riders, results, strict=False):
             self._track_rider(result, on_reply)
-        for (app, _), reply in zip(before, results[len(riders) : -1], strict=True):
-            if self.mode == "static":  # as execute's own: the listener runs it inline (spec 2.4)
+        for reply in results[len(riders) : -1]:
+            if by_api or self.mode == "static":  # the listener runs it (api, spec 4.1; static, 2.4)
                 self._busy += 1
                 reply.rawlink(self._listener_free)
-            reply.rawlink(functools.partial(self._log_refused, app))
+            reply.rawlink(self._log_set_refused)
         return results[-1]
+
+    def _log_set_refused(self, result: AsyncResult) -> None:
+        frame = result.value if result.successful() else None
+        if frame is not None and frame.reply_text.startswith("-"):  # -ERR, -USAGE
+            log.warning("%s: variables before an execute not set: %s", self.uuid, frame.reply_text.strip())
 
     def _send_with_riders(self, data: bytes) -> AsyncResult:
         riders, self._riders = self._riders, []

@@ -425,7 +425,8 @@ def _offer(call: Call, service: QueueService, offer: Offer, ring: int, started: 
     try:
         # no LF waker: an agent's call ends long after its 60 ms burst, so those writes (~60 per offer,
         # the workers' largest CPU cost at 100 callers/s) only hurried a bridge that failed at once
-        result = call.bridge(offer.contact, timeout=ring, wake=False)
+        # its variables by one api, not three sets: six events fewer to read per offer (enqueue needs full)
+        result = call.bridge(offer.contact, timeout=ring, wake=False, quiet_setup=True)
     except CallEnded:
         watcher.kill(block=False)
         renewer.kill(block=False)
@@ -562,7 +563,8 @@ def _ring_all(call: Call, service: QueueService, offer: Offer, ring: int, starte
     waited = time.monotonic() - started
     bridged_at = time.time()
     try:
-        result = call.bridge(dial, timeout=ring, variables=RING_ALL_VARIABLES, wake=False)  # as _offer's
+        result = call.bridge(dial, timeout=ring, variables=RING_ALL_VARIABLES, wake=False,
+                             quiet_setup=True)  # as _offer's  # fmt: skip
     except CallEnded:
         stop()
         if call.session.connection_lost:

@@ -263,11 +263,12 @@ class QueueService:
     # -- offers --------------------------------------------------------------------------------------
     def _deliver(self, messages: Iterable[str | bytes]) -> None:
         for message in messages:
-            offer = Offer.parse(message)
-            waiter = self.waiters.get(offer.caller)
+            # every process gets every offer: one for a caller held elsewhere is not even parsed
+            text = message.decode() if isinstance(message, bytes) else message
+            waiter = self.waiters.get(text.partition("|")[0])
             if waiter is not None:
                 self.offers_seen += 1
-                waiter.deliver(offer)
+                waiter.deliver(Offer.parse(text))
 
     def register(self, caller: str) -> Waiter:
         waiter = self.waiters[caller] = Waiter(caller)

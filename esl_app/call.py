@@ -265,6 +265,8 @@ class Call:
         wait: WaitFor = "complete",
         keep: tuple[str, ...] = (),
         wake: bool = True,
+        set_first: Mapping[str, str] | None = None,
+        by_api: bool = False,
     ) -> Event | None:
         """Every application of a flow: journaled and checkpointed when the flow is resumable.
 
@@ -272,7 +274,8 @@ class Call:
         replayed application returns)."""
         journal = self.journal
         if journal is None or not journal.active:
-            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
+            return self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake,
+                                        set_first=set_first, by_api=by_api)  # fmt: skip
         if journal.replaying:
             recorded, last = journal.next_recorded()
             if last or (recorded is not None and recorded.app == app):
@@ -288,7 +291,8 @@ class Call:
         if not journal.disabled:
             self._record_checkpoint(journal)
         journal.entries.append(entry)
-        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake)
+        event = self.session.execute(app, arg, timeout=timeout, event_lock=event_lock, wait=wait, wake=wake,
+                                     set_first=set_first, by_api=by_api)  # fmt: skip
         if event is not None:
             entry.result = keep_result(event, keep)
         return event
@@ -572,24 +576,28 @@ class Call:
         variables: Mapping[str, str] | None = None,
         call_timeout: float | None = None,
         wake: bool = True,
+        quiet_setup: bool = False,
     ) -> BridgeResult:
         """Bridge to ``dialstring`` and report how it went. The A-leg stays ours whatever happens:
         ``continue_on_fail`` and ``hangup_after_bridge=false`` are set first (pipelined, no extra wait).
 
         ``dialstring`` arrives as written; a flow's own ``${...}`` needs ``Expand("user/${ext}")``
         (``Expand("sofia/gateway/${gw}/") + number`` keeps ``number`` data). ``variables`` go in
-        ``{name=value}``, as data. ``wake=False``: no LF waker while it runs (``execute``)."""
+        ``{name=value}``, as data. ``wake=False``: no LF waker while it runs (``execute``).
+        ``quiet_setup``: on an async ``full`` socket those variables are set by one ``api
+        uuid_setvar_multi`` instead of three ``set`` applications (the same A-leg variables, without
+        their six events and three replies to read; the call's trace then shows no ``set``)."""
         setup = {"continue_on_fail": "true", "hangup_after_bridge": "false"}
         if timeout is not None:
             setup["call_timeout"] = str(int(timeout))
-        replaying = self.journal is not None and self.journal.active and self.journal.replaying
-        for name, value in setup.items():
-            if not replaying:  # a replayed bridge is not placed again: nothing to prepare
-                self.session.execute("set", f"{name}={value}", wait="none")
         if variables:
             leg_vars = ",".join(f"{_check_variable_name(k)}={_leg_value(v)}" for k, v in variables.items())
             dialstring = "{" + leg_vars + "}" + dialstring
-        event = self._exec("bridge", dialstring, call_timeout, BRIDGE_HEADERS, wake=wake)
+        # set in the bridge's own write (one syscall; on a full socket one api, no events); a replayed
+        # bridge is not placed again, so neither are they
+        event = self._run_app("bridge", dialstring, timeout=call_timeout, keep=BRIDGE_HEADERS, wake=wake,
+                              set_first=setup, by_api=quiet_setup)  # fmt: skip
+        assert event is not None
         return bridge_result(event)
 
     # -- queues (ACD) ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -203,12 +203,19 @@ class Session:
         event_lock: bool = True,
         loops: int | None = None,
         wake: bool = True,
+        set_first: Mapping[str, str] | None = None,
+        by_api: bool = False,
     ) -> Event | None:
         """Run an application; by default block until its CHANNEL_EXECUTE_COMPLETE and return it.
 
         ``wait="start"`` returns at its CHANNEL_EXECUTE (for applications that run until hangup,
         like ``park`` or ``conference``), ``wait="none"`` once FreeSWITCH accepted the command.
         ``wake=False``: no LF waker while waiting (a completion nobody needs within 20 ms: spec 9).
+        ``set_first``: channel variables set before it runs, in the same write (one syscall), waited for
+        by nobody: ``set`` applications queued ahead of it, or with ``by_api`` on an async ``full``
+        socket one ``api uuid_setvar_multi`` (one reply and no events, where each ``set`` makes a
+        reply and two events; literal values only: one with ``;``, ``$`` or CR/LF takes the ``set``
+        applications, which escape it). A refusal is logged.
         """
         self.raise_if_gone()
         deadline = timeout if timeout is not None else self.settings.execute_timeout
@@ -221,7 +228,7 @@ class Session:
         outcome = "error"
         replied = False
         try:
-            reply = self._send(data)
+            reply = self._send_preceded(set_first, data, by_api) if set_first else self._send(data)
             self.last_execute = (app, time.time())
             if self.mode == "static":
                 # the application runs inline on the listener's thread until its reply (spec 2.4)
@@ -454,6 +461,35 @@ class Session:
         if replace:
             self._riders.clear()
         self._riders.append((data, on_reply))
+
+    def _send_preceded(self, values: Mapping[str, str], data: bytes, by_api: bool) -> AsyncResult:
+        """``data`` after the riders and what sets ``values``, in one write."""
+        literal = not any(c in v for v in values.values() for c in ";$\r\n")
+        by_api = by_api and self.full and self.mode == "async" and literal
+        if by_api:
+            assignments = ";".join(f"{name}={value}" for name, value in values.items())
+            first = [commands.api("uuid_setvar_multi", self.uuid, assignments)]
+        else:
+            first = [commands.execute("set", f"{name}={value}", event_uuid=str(uuid_module.uuid4()))
+                     for name, value in values.items()]  # fmt: skip
+        riders, self._riders = self._riders, []
+        try:
+            results = self.connection.send_batch([*(rider for rider, _ in riders), *first, data])
+        except ConnectionClosed:
+            raise self._ended() from None
+        for (_, on_reply), result in zip(riders, results, strict=False):
+            self._track_rider(result, on_reply)
+        for reply in results[len(riders) : -1]:
+            if by_api or self.mode == "static":  # the listener runs it (api, spec 4.1; static, 2.4)
+                self._busy += 1
+                reply.rawlink(self._listener_free)
+            reply.rawlink(self._log_set_refused)
+        return results[-1]
+
+    def _log_set_refused(self, result: AsyncResult) -> None:
+        frame = result.value if result.successful() else None
+        if frame is not None and frame.reply_text.startswith("-"):  # -ERR, -USAGE
+            log.warning("%s: variables before an execute not set: %s", self.uuid, frame.reply_text.strip())
 
     def _send_with_riders(self, data: bytes) -> AsyncResult:
         riders, self._riders = self._riders, []

@@ -159,6 +159,37 @@ def test_bridge_outcomes_keep_the_a_leg(outcome_name, expected, cause):
     assert result.variables["call_timeout"] == "20"
 
 
+@pytest.mark.parametrize(("mode", "quiet"), [("async", True), ("static", True), ("async", False)])
+def test_bridge_sets_its_variables_in_the_bridges_own_write(monkeypatch, mode, quiet):
+    from esl_app.transport.connection import Connection
+
+    writes: list[bytes] = []
+    real = Connection._write
+
+    def counted(self, commands, data):
+        writes.append(data)
+        return real(self, commands, data)
+
+    def flow(call: Call):
+        call.answer()
+        writes.clear()
+        return call.bridge("user/2000", timeout=20, quiet_setup=quiet)
+
+    monkeypatch.setattr(Connection, "_write", counted)
+    outcome: dict = {}
+    result = simulate_call(single_flow_app(flow, outcome), destination="1000", mode=mode)
+    assert outcome["result"].outcome == "answered"
+    assert result.variables["hangup_after_bridge"] == "false" and result.variables["call_timeout"] == "20"
+    bridge_write = writes[0]  # one syscall: the variables first, then the bridge
+    assert bridge_write.index(b"call_timeout=20") < bridge_write.index(b"execute-app-name: bridge")
+    if mode == "async" and quiet:  # one api: a reply and no events, where three sets made 3 replies, 6 events
+        assert result.verbs == ["answer", "bridge"]
+        assert b"api uuid_setvar_multi" in bridge_write and bridge_write.count(b"sendmsg") == 1
+    else:  # by default, and on a static socket (the listener runs the applications inline): the sets
+        assert result.verbs == ["answer", "set", "set", "set", "bridge"]
+        assert bridge_write.count(b"sendmsg") == 4
+
+
 def test_bridge_with_leg_variables():
     def flow(call: Call):
         return call.bridge("user/2000", variables={"origination_caller_id_name": "Sales Desk"})

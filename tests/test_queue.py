@@ -195,6 +195,9 @@ def test_caller_joins_with_idle_agent_and_is_bridged(acd):
     status = service.queue_status("support")
     assert status["stats"]["offered"] == 1 and status["stats"]["answered"] == 1
     assert status["agents"]["a1"] == {"status": "Available", "state": "Wrap-up"}
+    # its handle time (talk + the 30 s wrap-up) went with the end of the offer, for the estimated wait
+    handles = service.client.lrange(service._qkey("support", "handle"), 0, -1)
+    assert len(handles) == 1 and 30.0 <= float(handles[0]) < 40.0
 
 
 def test_agent_login_breaks_the_music_and_bridges(acd):

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from ..errors import CallHangup, CallTransferred, CommandError, CommandTimeout, EslAppError
@@ -247,10 +247,15 @@ class InProcessSession:
         event_lock: bool = True,
         loops: int | None = None,
         wake: bool = True,
+        set_first: Mapping[str, str] | None = None,
+        by_api: bool = False,
     ) -> ExecuteResult | None:
         """Run an application on the call's thread until it returns (``wait`` makes no difference
         here: an application always runs to its end before ``execute`` returns; nor does ``wake``:
-        there is no listener poll in process)."""
+        there is no listener poll in process). ``set_first``: ``set`` applications run before it
+        (``by_api`` is for sockets)."""
+        for name, value in (set_first or {}).items():
+            self.execute("set", f"{name}={value}")
         self.raise_if_gone()
         if loops is not None and loops != 1:
             raise VerbUnavailable(f"execute {app} with loops={loops}", "call execute in a Python loop instead")

@@ -173,7 +173,8 @@ def _parse_block(block: bytes) -> Headers:
     headers = Headers(pairs)
     # The connect reply is a whole serialized CHANNEL_DATA event: its values are URL-encoded. Every
     # other envelope is raw, so decoding it would corrupt a Reply-Text that holds '%41' (spec 1.5).
-    if looks_like_connect_reply(headers):
+    # only a block with an Event-Name line can be one (nearly every envelope has none: not looked at)
+    if b"event-name" in block.lower() and looks_like_connect_reply(headers):
         headers = Headers((name, decode_value(value)) for name, value in pairs)
     return headers
 

@@ -250,9 +250,15 @@ return result
 # 'no_answer': the agent gets the no-answer delay (On Break after max no-answer) and the caller goes
 #   back to its own place in the queue (the head, as it waited longest).
 # 'renew': extend the lease of a live offer. Returns {wrap_until ms or 0, offers...}; {-1} when the
-# agent no longer holds this caller.
+# agent no longer holds this caller. Optional ARGV 7-9: an answered call's handle time (seconds), the
+# samples kept and its queue: recorded for the estimated wait in the same round trip, whatever the rest.
 OFFER = COMMON + r"""
 local caller, agent, outcome = ARGV[2], ARGV[3], ARGV[4]
+if ARGV[7] and ARGV[7] ~= '' then
+  local hk = P .. 'acd:q:' .. ARGV[9] .. ':handle'
+  redis.call('LPUSH', hk, ARGV[7])
+  redis.call('LTRIM', hk, 0, tonumber(ARGV[8]) - 1)
+end
 local ak = P .. 'acd:agent:' .. agent
 local ck = P .. 'acd:caller:' .. caller
 if redis.call('HGET', ak, 'caller') ~= caller then return {-1} end

@@ -263,11 +263,12 @@ class QueueService:
     # -- offers --------------------------------------------------------------------------------------
     def _deliver(self, messages: Iterable[str | bytes]) -> None:
         for message in messages:
-            offer = Offer.parse(message)
-            waiter = self.waiters.get(offer.caller)
+            # every process gets every offer: one for a caller held elsewhere is not even parsed
+            text = message.decode() if isinstance(message, bytes) else message
+            waiter = self.waiters.get(text.partition("|")[0])
             if waiter is not None:
                 self.offers_seen += 1
-                waiter.deliver(offer)
+                waiter.deliver(Offer.parse(text))
 
     def register(self, caller: str) -> Waiter:
         waiter = self.waiters[caller] = Waiter(caller)
@@ -361,11 +362,15 @@ class QueueService:
         *,
         in_sl: bool = False,
         at: float | None = None,
+        handle_seconds: float | None = None,
     ) -> bool:
         """Report what became of an offer; False when the agent no longer holds this caller. ``at``: when
-        it happened (wall time, e.g. FreeSWITCH's event), for the latency of the offer it makes."""
+        it happened (wall time, e.g. FreeSWITCH's event), for the latency of the offer it makes.
+        ``handle_seconds``: recorded as ``record_handle_time`` does, in the same round trip."""
         t_event = time.time() if at is None else at
         args = [self.prefix, offer.caller, offer.agent, outcome, f"{t_event:.6f}", "1" if in_sl else "0"]
+        if handle_seconds is not None:
+            args += [f"{max(0.0, handle_seconds):.3f}", str(self.handle_samples), offer.queue]
         first, *offers = self._offer(args=args)
         self._deliver(offers)
         if outcome == "ended" and int(first) > 0:

@@ -94,9 +94,12 @@ class Server:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
-            self.stop()
+            self.proc.kill()
+            self.proc.wait()
             self.log.seek(0)
-            raise RuntimeError(f"{spec.name} did not start: {line!r} {self.log.read()[-4000:]}")
+            why = self.log.read()[-4000:]
+            self.log.close()
+            raise RuntimeError(f"{spec.name} did not start: {line!r} {why}")
         _, port, pid = line.split()
         self.port = int(port)
         self.pid = int(pid)

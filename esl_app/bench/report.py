@@ -462,8 +462,9 @@ What stands in the way of 4x in calls/s: the server now spends most of its time 
 `Content-Length` in any spelling (~4 us per event), lower-casing the events it reads (~3 us each),
 copying bodies out of the receive buffer, and the kernel's send/recv (~0.2 ms of the server's CPU
 per call is system time, the same for both servers, which compresses the ratio). In CPU per call the
-ratio to the minimal server is ~4.1x (4.28 / 1.04 ms in the 16:45 run); in calls/s on the loaded
-machine it was 3.1-3.8x, because the server's core was shared with other processes. Further cuts
+ratio to the minimal server was ~4.1x in a 16:45 run on the loaded machine; in calls/s the same day
+it moved between 2.8x (874 / 312 calls/s, 17:24 UTC) and 4.68x (this page's run, 17:30 UTC) on an
+otherwise quiet machine: the host's other tenants move both servers' share of the core. Further cuts
 would have to avoid whole-event passes: e.g. trusting FreeSWITCH's layout (its events end with the
 blank line, values are URL-encoded so no earlier blank line exists) instead of proving it per event.
 

@@ -39,6 +39,14 @@ _CALL_EVENTS = frozenset(
     }
 )  # fmt: skip
 
+# myevents' events that change nothing for a call (``_on_event``): the handshake nixes them, so the
+# switch neither renders nor sends them. Of a plain answer-playback-hangup call's 13 events (~128 kB)
+# that is 7 (~55 kB): CHANNEL_PARK and _UNPARK (async sockets), two CHANNEL_STATE, and a
+# CHANNEL_EXECUTE per application. An execute waiting for a start asks for CHANNEL_EXECUTE back.
+DEFAULT_NIX_EVENTS = ("CHANNEL_PARK", "CHANNEL_UNPARK", "CHANNEL_STATE", "CHANNEL_EXECUTE")
+# what may be nixed: myevents' set less the events the session acts on (CHANNEL_EXECUTE comes back on demand)
+NIXABLE_EVENTS = (commands.MYEVENTS_SUBSCRIPTION - _CALL_EVENTS) | {"CHANNEL_EXECUTE"}
+
 
 @dataclass(slots=True)
 class SessionSettings:
@@ -62,6 +70,9 @@ class SessionSettings:
     # a wait longer than this packs the call's connect reply (Headers.pack: zlib, ~11 kB -> well under
     # 4 kB on a real SIP call) while the call sits in a playback, a bridge, a queue; None: never
     pack_after: float | None = 1.0
+    # sent as ``nixevent`` in the handshake (``full`` sockets; a socket without it refuses the command,
+    # harmlessly); ``subscribe()`` asks for one back. Empty: every event of myevents' set.
+    nix_events: tuple[str, ...] = DEFAULT_NIX_EVENTS
     keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     waker: WakerSettings = field(default_factory=WakerSettings)  # async sockets only
 
@@ -105,7 +116,7 @@ class Session:
 
     # a held call is mostly its raw connect reply and these objects: no per-instance dict
     __slots__ = (
-        "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_riders", "_waiters", "answered",
+        "_busy", "_dtmf", "_event_waiters", "_jobs", "_jobs_subscribed", "_nixed", "_riders", "_waiters", "answered",
         "channel_data",
         "closed", "connection", "connection_lost", "events_received", "full", "hangup_by", "hangup_cause",
         "hangup_complete", "hangup_complete_event", "hung_up", "last_execute", "lingering", "mode", "name", "observer",
@@ -155,6 +166,8 @@ class Session:
         # commands that go out in the same write as the next command (a checkpoint: ``ride_along``)
         self._riders: list[tuple[bytes, Callable[[AsyncResult], None]]] = []
         self.events_received = 0
+        # myevents' events FreeSWITCH does not send this socket (the handshake's nixevent, when it took)
+        self._nixed: frozenset[str] = frozenset()
         # (application, wall time) of the last execute written: latency figures end where the command left
         self.last_execute: tuple[str, float] | None = None
         self.waker = Waker(self.connection, self.settings.waker)
@@ -170,9 +183,12 @@ class Session:
             handshake = [commands.CONNECT, commands.MYEVENTS]
             if settings.linger_seconds is not None:
                 handshake.append(commands.linger(settings.linger_seconds))
-            # one write, not three: FreeSWITCH reads and runs them one after the other anyway (spec 4.3)
-            connected, subscribed, *lingering = self.connection.send_batch(handshake)
-            lingered = lingering[0] if lingering else None
+            if settings.nix_events:
+                handshake.append(commands.nixevent(*settings.nix_events))
+            # one write, not four: FreeSWITCH reads and runs them one after the other anyway (spec 4.3)
+            connected, subscribed, *rest = self.connection.send_batch(handshake)
+            lingered = rest.pop(0) if settings.linger_seconds is not None else None
+            nixed = rest.pop(0) if settings.nix_events else None
             frame = self._get(connected, settings.connect_timeout, "connect")
         except ConnectionClosed:
             # the call ended before connect: the only frame was the final notice (spec 2.2)
@@ -190,6 +206,9 @@ class Session:
         subscribed.rawlink(self._on_subscribed)
         if lingered is not None:
             lingered.rawlink(self._on_linger)
+        if nixed is not None and self.full:  # without 'full' the switch refuses nixevent (spec 2.3)
+            self._nixed = frozenset(settings.nix_events)
+            nixed.rawlink(self._on_nixed)
         return self.channel_data
 
     # -- commands --------------------------------------------------------------------------------
@@ -218,6 +237,8 @@ class Session:
         applications, which escape it). A refusal is logged.
         """
         self.raise_if_gone()
+        if wait == "start" and "CHANNEL_EXECUTE" in self._nixed:
+            self.subscribe("CHANNEL_EXECUTE")
         deadline = timeout if timeout is not None else self.settings.execute_timeout
         app_uuid = str(uuid_module.uuid4())
         data = commands.execute(app, arg, event_uuid=app_uuid, event_lock=event_lock, loops=loops)
@@ -308,9 +329,7 @@ class Session:
         self._check_open()
         if not self._jobs_subscribed:
             # myevents alone does not deliver BACKGROUND_JOB; with it, only this call's jobs pass (spec 2.5)
-            frame = self._get(
-                self._send(commands.event("BACKGROUND_JOB")), self.settings.command_timeout, "event"
-            )
+            frame = self._get(self._send(commands.event("BACKGROUND_JOB")), self.settings.command_timeout, "event")
             if not frame.ok:
                 raise CommandError("event plain BACKGROUND_JOB", frame.reply_text)
             self._jobs_subscribed = True
@@ -324,6 +343,17 @@ class Session:
             self._jobs.pop(job_uuid, None)
             raise CommandError(f"bgapi {command}", frame.reply_text)
         return BackgroundJob(job_uuid, command, result)
+
+    def subscribe(self, *names: str) -> None:
+        """Ask again for events of myevents' set that the handshake nixed (``nix_events``), from the next
+        command on: FreeSWITCH runs a socket's commands in the order written (spec 4.3), so an event
+        made by a command written after this one is delivered. Its reply is not waited for."""
+        wanted = [name for name in names if name in self._nixed]
+        if not wanted:
+            return
+        self._check_open()
+        self._nixed = self._nixed.difference(wanted)
+        self._send(commands.event(*wanted)).rawlink(self._on_resubscribed)
 
     def send_command(self, data: bytes, what: str, timeout: float | None = None) -> Frame:
         """Any other command (already serialized); returns its reply frame."""
@@ -370,8 +400,14 @@ class Session:
                 self._dtmf.put(_HANGUP)
                 return
 
-    def wait_for_event(self, predicate: Callable[[Event], bool], timeout: float) -> Event:
+    def wait_for_event(
+        self, predicate: Callable[[Event], bool], timeout: float, *, events: tuple[str, ...] = ()
+    ) -> Event:
+        """The first event ``predicate`` accepts. ``events``: the names it waits for, so that any the
+        handshake nixed are asked for first (a wait for CHANNEL_STATE, say)."""
         self.raise_if_gone()
+        if events:
+            self.subscribe(*events)
         entry = (predicate, AsyncResult())
         self._event_waiters.append(entry)
         try:
@@ -425,6 +461,17 @@ class Session:
             log.warning(
                 "%s: linger refused (%s): socket without 'full'? hangup events may be cut", self.uuid, frame.reply_text
             )
+
+    def _on_nixed(self, result: AsyncResult) -> None:
+        frame = result.value if result.successful() else None
+        if frame is not None and not frame.ok:
+            self._nixed = frozenset()  # nothing was taken back: every event still comes
+            log.warning("%s: nixevent refused (%s): receiving all of myevents' events", self.uuid, frame.reply_text)
+
+    def _on_resubscribed(self, result: AsyncResult) -> None:
+        frame = result.value if result.successful() else None
+        if frame is not None and not frame.ok:
+            log.warning("%s: event subscription refused: %s", self.uuid, frame.reply_text)
 
     def _log_refused(self, app: str, result: AsyncResult) -> None:
         frame = result.value if result.successful() else None

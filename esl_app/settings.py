@@ -31,13 +31,35 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .session import SessionSettings
+from .session import DEFAULT_NIX_EVENTS, NIXABLE_EVENTS, SessionSettings
 from .transport.keepalive import KeepaliveSettings
 from .transport.peers import LOOPBACK, PeerFilter, check_entries, split_entries
 
 # FreeSWITCH addresses and CIDR networks allowed to connect, or "any" (esl_app.transport.peers); from
 # the environment or the CLI also as one comma-separated string
 AllowList = Annotated[list[str], NoDecode, BeforeValidator(split_entries), AfterValidator(check_entries)]
+
+
+def _split_names(value: object) -> object:
+    """``"CHANNEL_PARK, CHANNEL_STATE"`` (environment, CLI) as well as a list; ``""``: none."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+def _check_nixable(names: list[str]) -> list[str]:
+    upper = [name.upper() for name in names]
+    wrong = sorted(set(upper) - NIXABLE_EVENTS)
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)} cannot be nixed: a call acts on it, or myevents does not send it "
+            f"(allowed: {', '.join(sorted(NIXABLE_EVENTS))})"
+        )
+    return list(dict.fromkeys(upper))
+
+
+# events of myevents' set a call's socket asks FreeSWITCH not to send (``nixevent`` in the handshake)
+NixEvents = Annotated[list[str], NoDecode, BeforeValidator(_split_names), AfterValidator(_check_nixable)]
 
 CONFIG_FILE_ENV = "ESL_APP_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "esl-app.toml"
@@ -113,6 +135,11 @@ class Settings(BaseSettings):
     liveness_timeout: float = Field(10.0, gt=0, description="no answer to a probe this long: the connection closes")
     pack_after: float | None = Field(
         1.0, gt=0, description="waits longer than this pack the call's connect reply (held calls' memory); None: never"
+    )
+    nix_events: NixEvents = Field(
+        list(DEFAULT_NIX_EVENTS),
+        description="myevents' events a call does not act on, nixed in the handshake so the switch never "
+        "sends them (comma-separated; empty: all)",
     )
     keepalive_idle: int = Field(10, ge=1, description="TCP keepalive: idle seconds before the first probe")
     keepalive_interval: int = Field(5, ge=1, description="TCP keepalive: seconds between probes")
@@ -197,6 +224,7 @@ class Settings(BaseSettings):
             liveness_interval=self.liveness_interval,
             liveness_timeout=self.liveness_timeout,
             pack_after=self.pack_after,
+            nix_events=tuple(self.nix_events),
             keepalive=KeepaliveSettings(
                 idle=self.keepalive_idle, interval=self.keepalive_interval, count=self.keepalive_count
             ),

@@ -204,8 +204,10 @@ def test_static_hand_off_writes_its_variables_with_the_transfer_and_the_handshak
     (trace,) = traces
     steps = [(who, what) for who, what, _, _ in _steps_until_first_execute(trace)]
     assert steps == [
-        ("esl-app -> switch", "connect + myevents + linger 10"),
-        ("switch -> esl-app", "connect reply (static), '+OK Events Enabled', '+OK will linger 10 seconds'"),
+        ("esl-app -> switch", "connect + myevents + linger 10 + nixevent CHANNEL_PARK CHANNEL_UNPARK CHANNEL_STATE "
+                              "CHANNEL_EXECUTE"),
+        ("switch -> esl-app", "connect reply (static), '+OK Events Enabled', '+OK will linger 10 seconds', "
+                              "'+OK events nixed'"),
         ("esl-app", "routed: the route needs async, hand-off"),
         ("esl-app -> switch", "api uuid_setvar + api uuid_setvar + api uuid_setvar + sendmsg execute transfer"),
     ]

@@ -69,6 +69,8 @@ class ScriptedSwitch:
         self.write(switch.reply("+OK Events Enabled"))
         assert self.command().line.startswith("linger")
         self.write(switch.reply("+OK will linger 10 seconds"))
+        assert self.command().line == "nixevent CHANNEL_PARK CHANNEL_UNPARK CHANNEL_STATE CHANNEL_EXECUTE"
+        self.write(switch.reply("+OK events nixed"))
 
 
 def start_session(settings: SessionSettings | None = None):
@@ -192,10 +194,13 @@ def test_linger_refused_without_full_is_reported(caplog):
         peer.write(switch.reply("+OK Events Enabled"))
         peer.command()
         peer.write(switch.reply("-ERR command not found"))
+        assert peer.command().line.startswith("nixevent")
+        peer.write(switch.reply("-ERR command not found"))
         connecting.get(timeout=2)
     assert not session.full
     assert not session.lingering
     assert "linger refused" in caplog.text
+    assert "nixevent" not in caplog.text  # expected without 'full': every event comes, nothing to say
 
 
 def test_execute_without_waiting_does_not_block_on_a_static_socket():

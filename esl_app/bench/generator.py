@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol.commands import MYEVENTS_SUBSCRIPTION
 from .traffic import CallTemplates, replies
 
 # how a call ended, from FreeSWITCH's side
@@ -108,6 +109,7 @@ class _Call:
         "first_execute",
         "linger",
         "lock",
+        "nixed",
         "parked",
         "refused",
         "release",
@@ -128,6 +130,7 @@ class _Call:
         self.connected = self.subscribed = self.parked = False
         self.answered = self.app_hungup = self.refused = False
         self.linger = False
+        self.nixed: frozenset[str] = frozenset()  # myevents' events taken back with nixevent
         self.lock: Any = None  # hold mode: the playback's completion is written from another greenlet
         self.first_execute: float | None = None
 
@@ -255,7 +258,13 @@ class _Call:
         elif word == b"event":
             out.append(r["event"])
             self.subscribed = True
+            self.nixed = self.nixed.difference(line.decode("ascii", "replace").upper().split()[1:])
             self._maybe_park(out)
+        elif word == b"nixevent":
+            # mod_event_socket clears these event_list entries, so myevents' set stops sending them
+            names = [n for n in line.decode("ascii", "replace").upper().split()[1:] if n in MYEVENTS_SUBSCRIPTION]
+            self.nixed = self.nixed.union(names)
+            out.append(r["nixed"] if names else r["no_keywords"])
         elif word == b"filter":
             arg = line[7:].decode("utf-8", "replace").strip()
             head, _, value = arg.partition(" ")
@@ -287,7 +296,8 @@ class _Call:
     def _maybe_park(self, out: list[bytes]) -> None:
         if self.connected and self.subscribed and not self.parked:
             self.parked = True
-            out.append(self.t.render(self.t.park(), self.uuid))
+            if "CHANNEL_PARK" not in self.nixed:
+                out.append(self.t.render(self.t.park(), self.uuid))
 
     def _sendmsg(self, rest: bytes, body: bytes, out: list[bytes]) -> bool:
         headers: dict[bytes, bytes] = {}
@@ -313,14 +323,17 @@ class _Call:
         app_uuid = headers.get(b"event-uuid") or str(uuidlib.uuid4()).encode()
         lowered = app.lower()
         t = self.t
+        started = "CHANNEL_EXECUTE" not in self.nixed
         if lowered == "hangup":
             start, _ = t.execute(app, arg, self.answered)
-            out.append(t.render(start, self.uuid, app_uuid))
+            if started:
+                out.append(t.render(start, self.uuid, app_uuid))
             return self._hangup(arg_b or b"NORMAL_CLEARING", out)
         if lowered == "respond" and arg[:1] in ("4", "5", "6"):
             self.refused = True
         start, done = t.execute(app, arg, self.answered)
-        out.append(t.render(start, self.uuid, app_uuid))
+        if started:
+            out.append(t.render(start, self.uuid, app_uuid))
         if lowered == "answer" and not self.answered:
             self.answered = True
             out.append(t.render(t.answer_event(), self.uuid))
@@ -343,7 +356,7 @@ class _Call:
     def _hangup(self, cause: bytes, out: list[bytes]) -> bool:
         self.app_hungup = True
         cause_text = cause.decode("ascii", "replace").strip() or "NORMAL_CLEARING"
-        out.append(self.t.render(self.t.hangup_sequence(cause_text, self.answered), self.uuid))
+        out.append(self.t.render(self.t.hangup_sequence(cause_text, self.answered, self.nixed), self.uuid))
         if self.linger:
             out.append(self.t.render(self.t.linger_notice(), self.uuid))
             return False  # the socket stays open until exit or close (spec 2.6)

@@ -287,12 +287,17 @@ class CallTemplates:
     def answer_event(self) -> bytes:
         return self._event(("answer",), lambda: self._channel(answered=True).event("CHANNEL_ANSWER"))
 
-    def hangup_sequence(self, cause: str, answered: bool) -> bytes:
-        """CHANNEL_HANGUP ... CHANNEL_HANGUP_COMPLETE, back to back (spec 2.6, async, answered)."""
-        key = ("hangup", cause, "1" if answered else "0")
+    def hangup_sequence(self, cause: str, answered: bool, nixed: frozenset[str] = frozenset()) -> bytes:
+        """CHANNEL_HANGUP ... CHANNEL_HANGUP_COMPLETE, back to back (spec 2.6, async, answered), less
+        the event names the socket nixed."""
+        key = ("hangup", cause, "1" if answered else "0", *sorted(nixed))
         data = self._cache.get(key)
-        if data is not None:
-            return data
+        if data is None:
+            named = self._hangup_events(cause, answered)
+            data = self._cache[key] = b"".join(frame for name, frame in named if name not in nixed)
+        return data
+
+    def _hangup_events(self, cause: str, answered: bool) -> list[tuple[str, bytes]]:
         ch = self._channel(answered=answered, app=("playback", "ivr/ivr-welcome.wav"))
         ch.mark_hangup(cause)
         frames = [switch.event_plain(ch.event("CHANNEL_HANGUP"))]
@@ -316,8 +321,9 @@ class CallTemplates:
         frames.append(switch.event_plain(ch.event("CHANNEL_STATE", with_variables=False)))
         ch.cdr_variables("playback", "ivr/ivr-welcome.wav")
         frames.append(switch.event_plain(ch.event("CHANNEL_HANGUP_COMPLETE", first=[("Hangup-Cause", cause)])))
-        data = self._cache[key] = b"".join(frames)
-        return data
+        names = ["CHANNEL_HANGUP", "CHANNEL_UNPARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_STATE", "CHANNEL_STATE",
+                 "CHANNEL_HANGUP_COMPLETE"]  # fmt: skip
+        return list(zip(names, frames, strict=True))
 
     def linger_notice(self) -> bytes:
         return switch.linger_notice(CHANNEL_UUID, self.channel_name, self.linger_time)
@@ -355,5 +361,7 @@ def replies() -> dict[str, bytes]:
         "nolinger": switch.reply("+OK will not linger"),
         "bye": switch.reply("+OK bye"),
         "event": switch.reply("+OK event listener enabled plain"),
+        "nixed": switch.reply("+OK events nixed"),
+        "no_keywords": switch.reply("-ERR no keywords supplied"),
         "not_found": switch.reply("-ERR command not found"),
     }

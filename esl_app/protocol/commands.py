@@ -176,5 +176,22 @@ def event(*names: str, fmt: str = "plain") -> bytes:
     return encode_command(" ".join(("event", fmt, *names)))
 
 
+def nixevent(*names: str) -> bytes:
+    return encode_command(" ".join(("nixevent", *names)))
+
+
+# The fixed subscription of ``myevents`` (spec 2.5; mod_event_socket.c sets these event_list entries,
+# so ``nixevent`` can take any of them back).
+MYEVENTS_SUBSCRIPTION = frozenset(
+    {
+        "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE", "CHANNEL_DATA",
+        "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
+        "CHANNEL_HANGUP_COMPLETE", "CHANNEL_ORIGINATE", "CHANNEL_UUID", "CHANNEL_OUTGOING", "CHANNEL_PARK",
+        "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK",
+        "DETECTED_SPEECH", "DTMF", "NOTALK", "TALK",
+    }
+)  # fmt: skip
+
+
 def filter_(header: str, value: str) -> bytes:
     return encode_command(f"filter {header} {value}")

@@ -48,6 +48,7 @@ from gevent.greenlet import Greenlet
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..protocol import expansion, switch
+from ..protocol.commands import MYEVENTS_SUBSCRIPTION
 from ..protocol.switch import Command, CommandReader
 from .channel import (
     HOSTNAME,
@@ -192,33 +193,7 @@ GATED_COMMANDS = frozenset(
 )
 
 # The fixed subscription of ``myevents`` (spec 2.5).
-MYEVENTS = frozenset(
-    {
-        "CHANNEL_ANSWER",
-        "CHANNEL_APPLICATION",
-        "CHANNEL_BRIDGE",
-        "CHANNEL_CREATE",
-        "CHANNEL_DATA",
-        "CHANNEL_DESTROY",
-        "CHANNEL_EXECUTE",
-        "CHANNEL_EXECUTE_COMPLETE",
-        "CHANNEL_HANGUP",
-        "CHANNEL_HANGUP_COMPLETE",
-        "CHANNEL_ORIGINATE",
-        "CHANNEL_UUID",
-        "CHANNEL_OUTGOING",
-        "CHANNEL_PARK",
-        "CHANNEL_PROGRESS",
-        "CHANNEL_PROGRESS_MEDIA",
-        "CHANNEL_STATE",
-        "CHANNEL_UNBRIDGE",
-        "CHANNEL_UNPARK",
-        "DETECTED_SPEECH",
-        "DTMF",
-        "NOTALK",
-        "TALK",
-    }
-)
+MYEVENTS = MYEVENTS_SUBSCRIPTION
 
 # switch_event_types_t names, for ``event``/``nixevent``.
 EVENT_NAMES = frozenset(

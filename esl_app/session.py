@@ -24,7 +24,7 @@ from gevent.queue import Empty, Queue
 from .errors import CallHangup, CallTransferred, CommandError, CommandTimeout, ConnectionClosed
 from .protocol import Event, Expand, Frame, FrameKind, Headers, ProtocolError, commands
 from .transport import Connection
-from .transport.keepalive import KeepaliveSettings, enable_keepalive
+from .transport.keepalive import KeepaliveSettings, enable_keepalive, has_keepalive
 from .transport.waker import Waker, WakerSettings
 
 log = logging.getLogger("esl_app.session")
@@ -177,7 +177,8 @@ class Session:
         """``connect``, ``myevents`` and ``linger`` pipelined; returns the channel data."""
         settings = self.settings
         # a crashed or unreachable switch host answers nothing, not even a FIN: let TCP find out
-        enable_keepalive(self.connection.sock, settings.keepalive)
+        if not has_keepalive(self.connection.sock):  # inherited from the server's listener (Linux)
+            enable_keepalive(self.connection.sock, settings.keepalive)
         self.connection.start()
         try:
             handshake = [commands.CONNECT, commands.MYEVENTS]

@@ -62,7 +62,7 @@ def serve(
             finally:
                 admission.release()
 
-    server = OutboundServer(handler, host, port, backlog=4096, door=door)
+    server = OutboundServer(handler, host, port, backlog=4096, door=door, keepalive=app.session_settings.keepalive)
     settle()  # as esl-app serve does once start-up is done (transport/collector.py)
     server.start()
     if on_ready is not None:

@@ -56,7 +56,9 @@ def serve_single(args: argparse.Namespace, settings: Settings) -> int:
     app.startup()
     settle()  # start-up is done: its objects out of the collector's way before the first call
     peers = settings.peer_filter()
-    server = OutboundServer(app.handle, host, port, backlog=settings.backlog, peers=peers)
+    server = OutboundServer(
+        app.handle, host, port, backlog=settings.backlog, peers=peers, keepalive=app.session_settings.keepalive
+    )
     try:
         server.start()
     except OSError as exc:

@@ -112,6 +112,7 @@ class PoolWorker:
         self.server = OutboundServer(
             self._run, pool.host, pool.port, backlog=pool.backlog, listener=listener, door=self._door,
             peers=peers, on_denied=metrics.peer_denied if metrics is not None else None,
+            keepalive=app.session_settings.keepalive,
         )  # fmt: skip
         self.stopped = Event()
         self._beat: gevent.Greenlet | None = None

@@ -59,7 +59,7 @@ class CallPlacer:
 
         if destination is not None:
             fields["destination"] = destination
-        server = OutboundServer(app.handle, "127.0.0.1", 0)
+        server = OutboundServer(app.handle, "127.0.0.1", 0, keepalive=app.session_settings.keepalive)
         server.start()
         self._servers.append(server)
         result = simulate_tcp_call(server.address, **fields)

@@ -52,3 +52,12 @@ def enable_keepalive(sock: Any, settings: KeepaliveSettings) -> bool:
         log.debug("keepalive not set: %s", exc)
         return False
     return True
+
+
+def has_keepalive(sock: Any) -> bool:
+    """Keepalive already on: a socket accepted from a listener that has it (Linux copies the listener's
+    SO_KEEPALIVE and TCP_KEEP* to each accepted socket), so one read instead of five writes per call."""
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+    except (OSError, AttributeError):  # not a TCP socket (an in-memory pipe)
+        return False

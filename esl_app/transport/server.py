@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
+from .keepalive import KeepaliveSettings, enable_keepalive
 from .memory import IdleTrimmer
 from .peers import PeerFilter
 
@@ -97,9 +99,13 @@ class OutboundServer:
         door: Door | None = None,
         peers: PeerFilter | None = None,
         on_denied: Denied | None = None,
+        keepalive: KeepaliveSettings | None = None,
     ) -> None:
         """``peers``: who may connect (None: anybody); others are closed at accept, before any byte
-        is written, and reported to ``on_denied``. ``door``: admission, after that check."""
+        is written, and reported to ``on_denied``. ``door``: admission, after that check.
+        ``keepalive``: the app's sessions' keepalive, set once on the listener, which every accepted
+        socket inherits on Linux (as TCP_NODELAY), so a session finds it on and sets nothing per call;
+        None: each session sets its own."""
         self.handler = handler
         self.host = host
         self.port = port
@@ -110,6 +116,9 @@ class OutboundServer:
         self.door = door
         self.peers = peers
         self.on_denied = on_denied
+        self.keepalive = keepalive
+        # Linux copies a listener's socket options to the sockets it accepts; elsewhere set them per call
+        self._options_inherited = False
         self.denied = 0
         self._denied_since_log = 0
         self._last_denied_log = 0.0
@@ -137,7 +146,9 @@ class OutboundServer:
     def start(self) -> None:
         if self.listener is not None:
             self.listener.setblocking(False)
-        server = _Server(self.listener or self._listener(), self._handle, spawn=self._spawn)
+        listener = self.listener or self._listener()
+        self._options_inherited = sys.platform.startswith("linux") and self._set_options(listener)
+        server = _Server(listener, self._handle, spawn=self._spawn)
         server.door = self.door
         server.peers = self.peers
         server.deny = self._deny
@@ -145,6 +156,17 @@ class OutboundServer:
         server.start()
         self._server = server
         log.info("listening on %s:%s (backlog %d)", *self.address, self.backlog)
+
+    def _set_options(self, listener: socket.socket) -> bool:
+        """TCP_NODELAY and keepalive on the listener, for the sockets it accepts; True when set."""
+        try:
+            # our commands are small and latency bound: never let Nagle hold them back
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            return False
+        if self.keepalive is not None:
+            enable_keepalive(listener, self.keepalive)
+        return True
 
     def serve_forever(self) -> None:
         if self._server is None:
@@ -185,9 +207,10 @@ class OutboundServer:
 
     def _handle(self, sock: Any, address: tuple[str, int]) -> None:
         self.accepted += 1
-        # our commands are small and latency bound: never let Nagle hold them back
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._options_inherited:
+            # our commands are small and latency bound: never let Nagle hold them back
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.handler(sock, address)
         except Exception:

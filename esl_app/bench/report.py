@@ -483,6 +483,49 @@ blank line, values are URL-encoded so no earlier blank line exists) instead of p
   bound), syscalls (send/recv ~15%), greenlet switches and gevent's socket layer (~15%), session
   bookkeeping.
 
+## The events a call receives (issue 13, second pass: nixevent and per-call syscalls)
+
+**What a call no longer receives.** `myevents` subscribes a call's socket to 23 event types, each sent
+with the whole channel block (~10 kB on a real SIP call). esl-app acts on none of CHANNEL_PARK,
+CHANNEL_UNPARK, CHANNEL_STATE and (unless a verb waits for an application's start) CHANNEL_EXECUTE,
+so the handshake's first write now ends with `nixevent` for them (`nix_events`; mod_event_socket
+clears those `event_list` entries, so FreeSWITCH neither renders nor sends them; `call.start()` asks
+for CHANNEL_EXECUTE back, in order before its execute). The benchmark call (answer, playback, hangup)
+went from 12 events and ~118 kB to 7 events and ~83 kB (its CHANNEL_PARK still comes: it fires when
+`myevents` is read, before `nixevent`). The bench generator honours `nixevent` as mod_event_socket does;
+the minimal server subscribes with `myevents` alone, as most ESL servers do.
+
+* **Instructions per call** (callgrind, as above, same generator, 2026-12-03 ~19:00): **5.03 M before
+  (60a407e), 4.14 M after (-18%)**; the minimal server 29.0 M.
+* **Syscalls per call** (`perf stat` on the `raw_syscalls`/`syscalls` tracepoints of the server, closed
+  loop): the six `setsockopt` of every accepted socket (TCP_NODELAY, SO_KEEPALIVE and four TCP_KEEP*/
+  TCP_USER_TIMEOUT) are gone: the server sets them once on its listening socket, which Linux copies to
+  each accepted socket, and a session that finds keepalive on sets nothing (one `getsockopt`). Left
+  per call: ~6 `recvfrom`, ~5 `sendto`, `accept4`, `shutdown`, `close`; 2 `mmap` + 2 `munmap` of 16 kB
+  (CPython 3.11 gives each new greenlet its own frame-stack chunk); 3 `fcntl` (gevent checks the fd of
+  each new io watcher); 2 `getrandom` (`uuid4` per execute); `getsockname` and `ioctl` (gevent's socket
+  wrapper).
+* **Calls/s, one run right after the change** (18:21 UTC, `--phases tail`): 1,299 calls/s against
+  262 for the minimal server (**4.96x**; 0.76 vs 3.84 ms CPU per call); the run before the change, 10
+  minutes earlier, gave 3.98x and 3.79x.
+
+**What stands in the way of the 70% goal: an open loop costs more per call than a closed one.** The
+same server, same run (18:27 UTC), CPU per call: 0.69 ms in the closed loop (60 calls in flight),
+1.13 / 1.02 / 0.99 ms in open loops of 400 / 650 / 900 calls/s. The syscall counts per call are the
+same in both, except the event loop's: ~7 `epoll_wait` per call open loop against 0.13 closed (with
+60 calls in flight one wake-up serves several calls' frames; at 50-70% load each wake-up serves one
+call's), and ~3.6 context switches per call against 0.07. On this firecracker VM a wake-up of an idle
+vCPU is expensive, and it is paid ~7 times per call. So 70% of the closed-loop maximum is 90-100% of
+what the server sustains in an open loop, and calls queue: p50 rises from ~0.9 ms to 4-6 ms and p99 to
+tens of ms. The 50% point sits at ~65-70% of the open-loop capacity, where p99 came out at 2.2-5.6 ms
+in four runs today (goal 2 ms). Closing the gap needs fewer wake-ups per call (each of a call's five
+round trips is one), not less work per frame.
+
+**The machine moves the figures more than the changes do.** With nothing else running, the same
+server's closed-loop CPU per call measured 0.69, 0.96, 1.21 and 0.92 ms in four runs between 18:27 and
+18:35 UTC, and alternating old/new timing runs at ~19:00 ranged 0.88-1.46 ms: the VM's neighbours. The
+instruction and syscall counts above are the comparison that holds.
+
 ## Notes on the targets
 
 * **Throughput goal 4x**: the 2.5x target is met; between runs of this shared machine the ratio moved
@@ -564,6 +607,9 @@ replies.
   reply, and FreeSWITCH runs `linger` right after writing that reply, while esl-app is still reading
   it and deciding: 11 bytes in a write made anyway. Sending it later, to async sockets only, would
   open a window in which an async call's hangup events could be lost.
+* **Added: `nixevent` in the same first write** (CHANNEL_PARK, _UNPARK, _STATE, _EXECUTE: events a call
+  does not act on, which FreeSWITCH then neither renders nor sends; see "The events a call receives").
+  Its reply is not waited for.
 * **Nothing else before the first action:** no `event plain ...` (BACKGROUND_JOB is subscribed on the
   first `bgapi`), no `filter`, no waker (async sockets only); the connect reply is the one wait a
   decision needs."""

@@ -609,3 +609,25 @@ def test_json_payload_of_event_json_is_compact_and_unescaped() -> None:
     assert "Jöhn/x".encode() in frame.body
     assert json.loads(frame.body)["Name"] == ["Jöhn/x", "2"]
     assert json.loads(frame.body)["Content-Length"] == "5"
+
+
+def test_envelopes_naming_a_uuid_are_parsed_each_time_and_never_kept() -> None:
+    """A disconnect notice or a bgapi reply names a UUID that is new for every call: kept, such blocks
+    churned the envelope cache, and their live objects were what the collector's passes walked."""
+    import uuid as uuid_module
+
+    from esl_app.protocol import parser as parser_module
+    from esl_app.protocol import switch
+
+    parser_module._ENVELOPES.clear()
+    parser = Parser()
+    frames = []
+    for _ in range(50):
+        call = str(uuid_module.uuid4())
+        data = switch.linger_notice(call, "sofia/internal/1001", 10) + switch.reply(f"+OK Job-UUID: {call}")
+        frames += parser.feed(data)
+    frames += parser.feed(switch.reply("+OK") * 3)
+    assert [f.kind for f in frames[:2]] == [FrameKind.DISCONNECT, FrameKind.REPLY]
+    assert frames[0].headers.get("Controlled-Session-UUID") != frames[2].headers.get("Controlled-Session-UUID")
+    assert len(frames) == 103
+    assert list(parser_module._ENVELOPES) == [b"Content-Type: command/reply\nReply-Text: +OK"]

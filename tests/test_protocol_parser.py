@@ -631,3 +631,21 @@ def test_envelopes_naming_a_uuid_are_parsed_each_time_and_never_kept() -> None:
     assert frames[0].headers.get("Controlled-Session-UUID") != frames[2].headers.get("Controlled-Session-UUID")
     assert len(frames) == 103
     assert list(parser_module._ENVELOPES) == [b"Content-Type: command/reply\nReply-Text: +OK"]
+
+
+def test_a_full_envelope_cache_keeps_its_entries_and_parses_new_blocks_uncached(monkeypatch) -> None:
+    """Every event length is another envelope on a real switch: a full cache stops growing instead of
+    being cleared and refilled (churn the collector would walk)."""
+    from esl_app.protocol import parser as parser_module
+    from esl_app.protocol import switch
+
+    parser_module._ENVELOPES.clear()
+    monkeypatch.setattr(parser_module, "_ENVELOPES_KEPT", 3)
+    parser = Parser()
+    events = [switch.event_plain([("Event-Name", "CUSTOM"), ("Pad", "x" * n)]) for n in range(1, 8)]
+    frames = parser.feed(b"".join(events))
+    assert [f.event().get("Pad") for f in frames] == ["x" * n for n in range(1, 8)]
+    kept = list(parser_module._ENVELOPES)
+    assert len(kept) == 3
+    parser.feed(b"".join(events))
+    assert list(parser_module._ENVELOPES) == kept

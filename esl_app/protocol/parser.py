@@ -31,10 +31,11 @@ _BLANK_LINES = re.compile(rb"[\r\n]*")
 # "Content-Length: 10234\nContent-Type: text/event-plain"): ~20 per call, each distinct one is parsed
 # once. A parsed (eager) Headers is never changed afterwards, so frames share it.
 _ENVELOPE_MAX = 256  # bytes: envelopes, not connect replies
-_ENVELOPES_KEPT = 1024  # distinct blocks (bounded: a hostile peer could vary any value)
+_ENVELOPES_KEPT = 1024  # distinct blocks; once full, new ones are parsed and not kept
 # A block naming a UUID (a bgapi reply's Job-UUID, a disconnect notice's Controlled-Session-UUID) is new
-# for every call: never kept. Cached, it churned the cache, and its ~6 live objects per entry were what
-# the collector's middle passes walked (~5,000 objects, ~1.5 ms a pass at 650 calls/s).
+# for every call: never kept. And a full cache is not cleared: on a real switch every event length is
+# another envelope. Either way the cache churned, and its entries' live objects (~6 each) were what the
+# collector's middle passes walked (~5,000 objects, ~1.5 ms a pass at 650 calls/s).
 # block -> (headers, body length, the limits it was checked against: a parser may have tighter ones)
 _ENVELOPES: dict[bytes, tuple[Headers, int, tuple[int, int]]] = {}
 
@@ -135,9 +136,12 @@ class Parser:
                     raise ProtocolError(f"header block has more than {self.max_headers} lines")
                 headers = _parse_block(block)
                 length = _content_length(headers, self.max_body)
-                if len(block) <= _ENVELOPE_MAX and headers._index is not None and b"UUID" not in block:
-                    if len(_ENVELOPES) >= _ENVELOPES_KEPT:
-                        _ENVELOPES.clear()
+                if (
+                    len(block) <= _ENVELOPE_MAX
+                    and headers._index is not None
+                    and len(_ENVELOPES) < _ENVELOPES_KEPT
+                    and b"UUID" not in block
+                ):
                     _ENVELOPES[block] = (headers, length, (self.max_body, self.max_headers))
             if length:
                 self._pending = (headers, length)

@@ -509,17 +509,32 @@ the minimal server subscribes with `myevents` alone, as most ESL servers do.
   262 for the minimal server (**4.96x**; 0.76 vs 3.84 ms CPU per call); the run before the change, 10
   minutes earlier, gave 3.98x and 3.79x.
 
+**The collector's remaining passes: an envelope cache that churned.** With no cyclic garbage left
+(above), the tail runs still showed ~190 collector passes per 5,000 calls, middle ones ~1.5 ms. At
+those passes the middle generation held ~5,000 live objects: lists, dicts and `Headers` of the parser's
+envelope cache. Every call added a block naming its UUID (the linger and final notices'
+`Controlled-Session-UUID`), so the cache filled to its 1,024 entries and was cleared, over and over;
+on a real switch every event length is another envelope too. Now a block naming a UUID is never
+kept, and a full cache keeps its entries and parses new blocks without keeping them: **1 to 2
+collector passes per 5,200 calls** at 650 calls/s (was 191), and in the suite's tail phase 3 passes
+at 50% and 17 at 70% in 15 s, none over 0.5 ms. The 50% p99 did not follow (3.5 ms in the first run
+after): the passes were not what held it.
+
 **What stands in the way of the 70% goal: an open loop costs more per call than a closed one.** The
 same server, same run (18:27 UTC), CPU per call: 0.69 ms in the closed loop (60 calls in flight),
-1.13 / 1.02 / 0.99 ms in open loops of 400 / 650 / 900 calls/s. The syscall counts per call are the
-same in both, except the event loop's: ~7 `epoll_wait` per call open loop against 0.13 closed (with
-60 calls in flight one wake-up serves several calls' frames; at 50-70% load each wake-up serves one
-call's), and ~3.6 context switches per call against 0.07. On this firecracker VM a wake-up of an idle
-vCPU is expensive, and it is paid ~7 times per call. So 70% of the closed-loop maximum is 90-100% of
-what the server sustains in an open loop, and calls queue: p50 rises from ~0.9 ms to 4-6 ms and p99 to
-tens of ms. The 50% point sits at ~65-70% of the open-loop capacity, where p99 came out at 2.2-5.6 ms
-in four runs today (goal 2 ms). Closing the gap needs fewer wake-ups per call (each of a call's five
-round trips is one), not less work per frame.
+1.13 / 1.02 / 0.99 ms in open loops of 400 / 650 / 900 calls/s; at 19:00, 0.62 ms closed and 1.07 ms
+open at 613/s. It is not more of our code: callgrind counts **4.11 M instructions per call in an open
+loop of 10 calls/s, 4.14 M closed**. The syscalls per call are the same too, except the event loop's:
+~7 `epoll_wait` per call open loop against 0.13 closed (with 60 calls in flight one wake-up serves
+several calls' frames; at 50-70% load each wake-up serves one call's), and ~3.6 context switches per
+call against 0.07. The same instructions take ~1.7x the time when the core idles between a call's
+round trips: each wake-up on this firecracker VM starts cold (the kernel's epoll and scheduler work,
+caches). So 70% of the closed-loop maximum is 90-100% of what the server sustains in an open loop,
+and calls queue: p50 rises from ~0.9 ms to 1.4-6 ms and p99 to 12-60 ms. The 50% point sits at
+~65-70% of the open-loop capacity, where p99 came out at 2.2-5.6 ms in the runs of the day (goal 2 ms).
+Closing the gap needs fewer wake-ups per call (each of a call's five round trips is one), or a core
+that does not idle between them (busy polling, which this project does not do on a shared machine),
+not less work per frame.
 
 **The machine moves the figures more than the changes do.** With nothing else running, the same
 server's closed-loop CPU per call measured 0.69, 0.96, 1.21 and 0.92 ms in four runs between 18:27 and

@@ -4,9 +4,12 @@ An idle mod_event_socket listener waits for input in a 20 ms poll before it writ
 so the CHANNEL_EXECUTE_COMPLETE a flow waits for can sit there up to 20 ms. Any byte from the client
 ends the poll, and a bare LF is discarded without a reply. While a completion is awaited, the waker
 writes single LFs every ``interval`` for the first ``burst`` seconds (most verbs complete within a
-park tick or two), then every ``slow_interval`` if set (off by default: a long playback would cost a
-write every few ms for its whole length, on every call). It runs on an event-loop timer, not a
-greenlet, and never writes in the middle of a command (it skips a tick while a command is written).
+park tick or two), or at intervals doubling up to ``max_interval`` if that is set higher (1, 2, 4, 4,
+... ms: 16 writes in 60 ms instead of 60, each a syscall and a wake-up on both sides, for a completion
+held up to ``max_interval``); then every ``slow_interval`` if set (off by default: a long playback
+would cost a write every few ms for its whole length, on every call). It runs on an event-loop
+timer, not a greenlet, and never writes in the middle of a command (it skips a tick while a command
+is written).
 """
 
 from __future__ import annotations
@@ -21,18 +24,23 @@ import gevent
 class WakerSettings:
     enabled: bool = True
     interval: float = 0.001
+    # the interval doubles after each write up to this; = interval (the default): fixed. 0.004 writes 16
+    # LFs in the 60 ms burst instead of 60 (less CPU on both sides) but holds a completion up to 4 ms:
+    # under the timing model the async completion p50 went from ~1 to ~2.8 ms
+    max_interval: float = 0.001
     burst: float = 0.060
     slow_interval: float | None = None  # e.g. 0.005 to keep long verbs prompt too, at that cost
 
 
 class Waker:
-    __slots__ = ("_connection", "_pending", "_settings", "_started", "_timer", "bytes_written")
+    __slots__ = ("_connection", "_interval", "_pending", "_settings", "_started", "_timer", "bytes_written")
 
     def __init__(self, connection: Any, settings: WakerSettings) -> None:
         self._connection = connection
         self._settings = settings
         self._pending = 0
         self._timer: Any = None
+        self._interval = 0.0  # the running timer's (gevent's timer does not say)
         self._started = 0.0
         self.bytes_written = 0
 
@@ -54,6 +62,7 @@ class Waker:
         else:
             self._timer.close()
         self._timer = loop.timer(interval, interval)
+        self._interval = interval
         self._timer.start(self._tick)
 
     def _stop(self) -> None:
@@ -67,7 +76,9 @@ class Waker:
             if settings.slow_interval is None:
                 self._stop()
                 return
-            if self._timer is not None and self._timer.repeat != settings.slow_interval:
+            if self._interval != settings.slow_interval:
                 self._start(settings.slow_interval)
+        elif self._interval < settings.max_interval:
+            self._start(min(2 * self._interval, settings.max_interval))
         if self._connection.wake():
             self.bytes_written += 1

@@ -1,0 +1,53 @@
+"""The LF waker's cadence: fast at first, backing off to ``max_interval``, silent after ``burst``."""
+
+from __future__ import annotations
+
+import itertools
+
+import gevent
+
+from esl_app.transport.waker import Waker, WakerSettings
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.writes: list[float] = []
+
+    def wake(self) -> bool:
+        self.writes.append(gevent.get_hub().loop.now())
+        return True
+
+
+def _run(settings: WakerSettings, seconds: float) -> list[float]:
+    connection = _Connection()
+    waker = Waker(connection, settings)
+    with waker:
+        started = gevent.get_hub().loop.now()
+        gevent.sleep(seconds)
+    assert waker.bytes_written == len(connection.writes)
+    return [t - started for t in connection.writes]
+
+
+def test_the_interval_doubles_up_to_its_cap_and_the_burst_ends_the_writes() -> None:
+    writes = _run(WakerSettings(interval=0.001, max_interval=0.004, burst=0.060), 0.12)
+    # 1, 3, 7, 11, ... 59 ms: 16 at most (a late timer only makes fewer), none after the burst
+    assert 2 <= len(writes) <= 16  # a starved process may see only a few before the burst ends
+    assert writes[-1] < 0.060 + 0.004 + 0.02  # slack for a loaded machine's late timer
+    gaps = [b - a for a, b in itertools.pairwise(writes)]
+    assert gaps[0] >= 0.0019  # 2 ms after the first (a new timer: never sooner)
+    if len(gaps) > 1:
+        assert gaps[1] >= 0.0039  # then 4 ms
+        # at the cap one repeating timer runs: a late tick is followed by a shorter gap, the mean holds
+        assert sum(gaps[1:]) / len(gaps[1:]) >= 0.0035
+
+
+def test_a_fixed_interval_when_the_cap_is_the_interval() -> None:
+    fixed = _run(WakerSettings(interval=0.002, max_interval=0.002, burst=0.030), 0.05)
+    assert 2 <= len(fixed) <= 15  # every 2 ms for 30 ms (a late timer only makes fewer)
+    assert (fixed[-1] - fixed[0]) / (len(fixed) - 1) >= 0.0018
+
+
+def test_slow_writes_after_the_burst_when_asked_for() -> None:
+    writes = _run(WakerSettings(interval=0.001, max_interval=0.002, burst=0.010, slow_interval=0.015), 0.06)
+    late = [t for t in writes if t > 0.012]
+    assert late and len(late) <= 4  # ~every 15 ms after the burst (it raised before: no timer.repeat)

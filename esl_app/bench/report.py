@@ -543,10 +543,10 @@ instruction and syscall counts above are the comparison that holds.
 
 ## Notes on the targets
 
-* **Throughput goal 4x**: the 2.5x target is met; between runs of this shared machine the ratio moved
-  between 2.9x and 4.1x (the minimal server between 230 and 455 calls/s). esl-app spends ~0.7 ms of CPU
-  per call, of which ~0.2 ms is the irreducible scanning of ~115 kB of FreeSWITCH frames and ~0.15 ms
-  syscalls.
+* **Throughput goal 4x**: since the handshake's `nixevent` (above) the runs of 2026-12-03 gave 4.96x,
+  5.05x and 4.59x (this page's run, on a noisy VM: both servers slower); before it, 2.8x to 4.68x.
+  Server CPU per call 0.6-1.1 ms depending on the moment, against 3.8-5.0 ms for the minimal server;
+  what is left is mostly framing ~83 kB of FreeSWITCH frames per call and ~0.2 ms of kernel time.
 * **Memory**: a held call is its session and call objects, the socket and its watchers, the call
   greenlet's saved C stack (~3.3 kB; two interpreter frames fewer since the handler is spawned itself
   and a flow without captures is called without `**`) and its connect reply, kept raw (~11 kB) so any

@@ -48,6 +48,16 @@ DEFAULT_NIX_EVENTS = ("CHANNEL_PARK", "CHANNEL_UNPARK", "CHANNEL_STATE", "CHANNE
 NIXABLE_EVENTS = (commands.MYEVENTS_SUBSCRIPTION - _CALL_EVENTS) | {"CHANNEL_EXECUTE"}
 
 
+# FreeSWITCH applications that play media or wait for the caller: they complete seconds after they
+# start, so the LF waker backs off for them (WakerSettings.long_max_interval) instead of writing every ms
+LONG_RUNNING_APPS = frozenset(
+    {
+        "playback", "play_and_get_digits", "read", "record", "sleep", "say", "phrase", "speak",
+        "endless_playback", "gentones", "bridge", "conference", "park", "play_and_detect_speech",
+    }
+)  # fmt: skip
+
+
 @dataclass(slots=True)
 class SessionSettings:
     connect_timeout: float = 5.0
@@ -273,7 +283,7 @@ class Session:
             if self.mode == "async" and wake and self.settings.waker.enabled and not waiter.result.ready():
                 # the completion must not sit in FreeSWITCH's 20 ms listener poll (spec 9); often it came
                 # in the same read as the reply, and then there is nothing to wake
-                with self.waker:
+                with self.waker.around(long=app.lower() in LONG_RUNNING_APPS):
                     event = self._get(waiter.result, remaining, app, reported=deadline, probe=True)
             else:
                 event = self._get(waiter.result, remaining, app, reported=deadline, probe=True)

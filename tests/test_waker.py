@@ -51,3 +51,39 @@ def test_slow_writes_after_the_burst_when_asked_for() -> None:
     writes = _run(WakerSettings(interval=0.001, max_interval=0.002, burst=0.010, slow_interval=0.015), 0.06)
     late = [t for t in writes if t > 0.012]
     assert late and len(late) <= 4  # ~every 15 ms after the burst (it raised before: no timer.repeat)
+
+
+def test_a_long_running_application_backs_off_and_an_instant_one_keeps_the_fast_cadence() -> None:
+    settings = WakerSettings()  # defaults: 1 ms fixed, 4 ms cap for long-running applications
+    connection = _Connection()
+    waker = Waker(connection, settings)
+    with waker.around(long=True):
+        assert waker._cap == settings.long_max_interval == 0.004
+        with waker.around(long=False):  # a second wait joins the running timer: its cadence stays
+            assert waker._cap == 0.004
+        gevent.sleep(0.08)
+    assert len(connection.writes) <= 16
+    with waker.around(long=False):
+        assert waker._cap == settings.max_interval == 0.001
+
+
+def test_a_playback_wait_writes_at_most_16_lfs_in_the_burst() -> None:
+    """Through the session: ``execute("playback")`` on an async socket backs the waker off."""
+    from test_session import start_session
+
+    from esl_app.protocol import switch
+
+    session, peer = start_session()
+    running = gevent.spawn(session.execute, "playback", "ivr/long.wav", timeout=2)
+    command = peer.command()
+    peer.write(switch.reply("+OK"))
+    gevent.sleep(0.1)  # the burst (60 ms) is over: no completion yet
+    assert 1 <= session.waker.bytes_written <= 16
+    app_uuid = command.headers["event-uuid"]
+    peer.write(
+        switch.event_plain(
+            [("Event-Name", "CHANNEL_EXECUTE_COMPLETE"), ("Unique-ID", session.uuid), ("Application", "playback"),
+             ("Application-UUID", app_uuid), ("Application-Response", "FILE PLAYED")]
+        )
+    )  # fmt: skip
+    assert running.get(timeout=2).get("Application-Response") == "FILE PLAYED"

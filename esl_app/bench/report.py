@@ -520,6 +520,14 @@ collector passes per 5,200 calls** at 650 calls/s (was 191), and in the suite's 
 at 50% and 17 at 70% in 15 s, none over 0.5 ms. The 50% p99 did not follow (3.5 ms in the first run
 after): the passes were not what held it.
 
+**The LF waker on long applications.** While a completion is awaited the waker writes a bare LF every
+1 ms for 60 ms (spec 9: FreeSWITCH's idle listener holds events for its 20 ms poll). A playback that
+lasts seconds gets those 60 writes for nothing, and each costs a syscall and a wake-up on both sides.
+Measured with the test kit's fake FreeSWITCH, 500 calls of answer + a 2 s playback at 50/s against
+the bench server: server CPU 2.82 s with the waker, 1.44 s without; the fake switch 5.08 s and 3.28 s.
+Applications that play media or wait for the caller now back off to 4 ms (16 writes in the 60 ms):
+2.24 s and 4.33 s. Instant applications (answer, set, ...) keep 1 ms.
+
 **What stands in the way of the 70% goal: an open loop costs more per call than a closed one.** The
 same server, same run (18:27 UTC), CPU per call: 0.69 ms in the closed loop (60 calls in flight),
 1.13 / 1.02 / 0.99 ms in open loops of 400 / 650 / 900 calls/s; at 19:00, 0.62 ms closed and 1.07 ms

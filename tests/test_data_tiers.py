@@ -78,7 +78,8 @@ def test_unknown_numbers_are_cached_negatively_in_both_tiers(make_data, redis_cl
     assert 0 < redis_client.pttl(redis_prefix + "number:5550001") <= 300
     time.sleep(0.35)
     again = data.decide("5550001", "1001", at=OPEN)
-    assert again.outcome == "unknown" and again.source in ("redis", "postgres")
+    # expired: asked again (a loaded Postgres slower than the hot path's budget gets the entry as stale)
+    assert again.outcome == "unknown" and again.source in ("redis", "postgres", "stale")
     assert data.stats()["pg_hot_queries"] <= 2
 
 

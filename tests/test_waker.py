@@ -21,8 +21,10 @@ class _Connection:
 def _run(settings: WakerSettings, seconds: float) -> list[float]:
     connection = _Connection()
     waker = Waker(connection, settings)
+    loop = gevent.get_hub().loop
+    loop.update_now()
     with waker:
-        started = gevent.get_hub().loop.now()
+        started = loop.now()
         gevent.sleep(seconds)
     assert waker.bytes_written == len(connection.writes)
     return [t - started for t in connection.writes]
@@ -87,3 +89,17 @@ def test_a_playback_wait_writes_at_most_16_lfs_in_the_burst() -> None:
         )
     )  # fmt: skip
     assert running.get(timeout=2).get("Application-Response") == "FILE PLAYED"
+
+
+def test_a_stale_loop_clock_does_not_cut_the_burst_short() -> None:
+    """A flow that computed for a while without yielding leaves the loop's clock behind: the burst
+    must still be measured from when the wait began (it once ended at the first tick: no writes)."""
+    import time
+
+    connection = _Connection()
+    waker = Waker(connection, WakerSettings(interval=0.001, max_interval=0.001, burst=0.030))
+    gevent.get_hub().loop.update_now()
+    time.sleep(0.1)  # blocks the loop: its cached clock is now 100 ms behind
+    with waker:
+        gevent.sleep(0.05)
+    assert len(connection.writes) >= 2

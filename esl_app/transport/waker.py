@@ -73,6 +73,9 @@ class Waker:
     def _start(self, interval: float) -> None:
         loop = gevent.get_hub().loop
         if self._timer is None:
+            # the loop's clock is only read once per iteration: after a long stretch without yielding it
+            # is stale, and the first tick would find the burst over
+            loop.update_now()
             self._started = loop.now()
         else:
             self._timer.close()

@@ -168,7 +168,9 @@ class Settings(BaseSettings):
     pools: dict[str, PoolSettings] = Field(default_factory=dict)
     http_host: str = "127.0.0.1"
     http_port: int = Field(9184, ge=0, le=65535, description="/metrics, /health, /ready")
-    metrics_dir: str | None = Field(None, description="prometheus multiprocess dir (default: a fresh temp dir)")
+    metrics_dir: str | None = Field(
+        None, description="prometheus multiprocess dir (default: a fresh temp dir in /dev/shm: keep it in memory)"
+    )
     worker_timeout: float = Field(30.0, gt=0, description="a worker silent this long is killed and replaced")
     reload_timeout: float = Field(30.0, gt=0, description="SIGHUP: how long new workers may take to be ready")
     restart_backoff: float = Field(1.0, ge=0, description="delay before restarting a worker that died young")

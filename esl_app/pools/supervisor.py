@@ -119,7 +119,11 @@ class Supervisor:
     # -- set up ----------------------------------------------------------------------------------
     def setup(self) -> None:
         settings = self.settings
-        self.state_dir = tempfile.mkdtemp(prefix="esl-app-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # memory, not disk: the workers write both through shared mappings on every call, and a page of a
+        # disk file under writeback stalls the write (stable pages) while the disk is busy, e.g. with
+        # Postgres's commits during a dialer flood
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.state_dir = tempfile.mkdtemp(prefix="esl-app-", dir=shm)
         if settings.metrics_dir:
             self.metrics_dir = settings.metrics_dir
             os.makedirs(self.metrics_dir, exist_ok=True)
@@ -127,7 +131,7 @@ class Supervisor:
                 if name.endswith(".db"):
                     os.unlink(os.path.join(self.metrics_dir, name))
         else:
-            self.metrics_dir = tempfile.mkdtemp(prefix="esl-app-metrics-")
+            self.metrics_dir = tempfile.mkdtemp(prefix="esl-app-metrics-", dir=shm)
             self._own_metrics_dir = True
         for name, pool in settings.served_pools().items():
             self._add_pool(name, pool)

@@ -184,7 +184,7 @@ class Session:
 
     # -- handshake -------------------------------------------------------------------------------
     def connect(self) -> Headers:
-        """``connect``, ``myevents`` and ``linger`` pipelined; returns the channel data."""
+        """``connect``, ``myevents``, ``linger`` and ``nixevent`` pipelined; returns the channel data."""
         settings = self.settings
         # a crashed or unreachable switch host answers nothing, not even a FIN: let TCP find out
         if not has_keepalive(self.connection.sock):  # inherited from the server's listener (Linux)

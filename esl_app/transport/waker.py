@@ -8,10 +8,9 @@ park tick or two), or at intervals doubling up to ``max_interval`` if that is se
 ... ms: 16 writes in 60 ms instead of 60, each a syscall and a wake-up on both sides, for a completion
 held up to ``max_interval``). Applications that play media or wait for the caller (the session's
 ``LONG_RUNNING_APPS``) back off that way by default (``long_max_interval``, 4 ms), the others keep
-1 ms; then every ``slow_interval`` if set (off by default: a long playback
-would cost a write every few ms for its whole length, on every call). It runs on an event-loop
-timer, not a greenlet, and never writes in the middle of a command (it skips a tick while a command
-is written).
+1 ms; then every ``slow_interval`` if set (off by default: a long playback would cost a write every
+few ms for its whole length, on every call). It runs on an event-loop timer, not a greenlet, and
+never writes in the middle of a command (it skips a tick while a command is written).
 """
 
 from __future__ import annotations

@@ -552,7 +552,9 @@ instruction and syscall counts above are the comparison that holds.
 ## Notes on the targets
 
 * **Throughput goal 4x**: since the handshake's `nixevent` (above) the runs of 2026-12-03 gave 4.96x,
-  5.05x and 4.59x (this page's run, on a noisy VM: both servers slower); before it, 2.8x to 4.68x.
+  5.05x, 4.59x (this page's run, on a noisy VM: both servers slower), 3.31x and 4.91x; before it,
+  2.8x to 4.68x. The 3.31x run had esl-app at 1.18 ms of CPU per call where the others had 0.62-0.84,
+  with the instruction count unchanged (callgrind, 4.14 M): met most of the time, not every time.
   Server CPU per call 0.6-1.1 ms depending on the moment, against 3.8-5.0 ms for the minimal server;
   what is left is mostly framing ~83 kB of FreeSWITCH frames per call and ~0.2 ms of kernel time.
 * **Memory**: a held call is its session and call objects, the socket and its watchers, the call

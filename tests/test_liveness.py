@@ -146,9 +146,8 @@ def test_a_live_switch_answers_the_probes_and_keeps_its_calls(mode: str):
         server.stop(deadline=2)
 
 
-def test_call_connections_have_short_tcp_keepalive():
-    keepalive = KeepaliveSettings(idle=7, interval=3, count=4)
-    app = App("t", SessionSettings(keepalive=keepalive, hangup_wait=0.2))
+def _options_a_call_sees(app: App, server: OutboundServer) -> dict[str, int]:
+    """The socket options of one call's connection, read by its flow (``server`` is stopped after)."""
     seen: dict[str, int] = {}
 
     @app.route("1000")
@@ -159,35 +158,28 @@ def test_call_connections_have_short_tcp_keepalive():
         seen["interval"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
         seen["count"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
         seen["user_timeout_ms"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        seen["nodelay"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
-    server = serve(app)
     try:
         peer = connect_tcp(server.address, CallScript(), notice_linger_after_seconds=0.1)
         gevent.spawn(peer.run).get(timeout=30)
     finally:
         server.stop(deadline=2)
-    assert seen == {"keepalive": 1, "idle": 7, "interval": 3, "count": 4, "user_timeout_ms": 19_000}
+    return seen
+
+
+def test_call_connections_have_short_tcp_keepalive():
+    keepalive = KeepaliveSettings(idle=7, interval=3, count=4)
+    app = App("t", SessionSettings(keepalive=keepalive, hangup_wait=0.2))
+    seen = _options_a_call_sees(app, serve(app))
+    assert seen == {"keepalive": 1, "idle": 7, "interval": 3, "count": 4, "user_timeout_ms": 19_000, "nodelay": 1}
 
 
 def test_keepalive_and_nodelay_set_on_the_listener_reach_each_call_with_no_setsockopt_per_call():
     """Linux copies a listener's options to the sockets it accepts: the server sets them once, and a
     session that finds keepalive on leaves it as it is (its own settings here differ, and lose)."""
     app = App("t", SessionSettings(keepalive=KeepaliveSettings(idle=30, interval=9, count=9), hangup_wait=0.2))
-    seen: dict[str, int] = {}
-
-    @app.route("1000")
-    def flow(call: Call) -> None:
-        sock = call.session.connection.sock
-        seen["keepalive"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
-        seen["idle"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
-        seen["count"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
-        seen["nodelay"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
     server = OutboundServer(app.handle, "127.0.0.1", 0, keepalive=KeepaliveSettings(idle=7, interval=3, count=4))
     server.start()
-    try:
-        peer = connect_tcp(server.address, CallScript(), notice_linger_after_seconds=0.1)
-        gevent.spawn(peer.run).get(timeout=30)
-    finally:
-        server.stop(deadline=2)
-    assert seen == {"keepalive": 1, "idle": 7, "count": 4, "nodelay": 1}
+    seen = _options_a_call_sees(app, server)
+    assert seen == {"keepalive": 1, "idle": 7, "interval": 3, "count": 4, "user_timeout_ms": 19_000, "nodelay": 1}

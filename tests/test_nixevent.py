@@ -9,7 +9,7 @@ import gevent
 import pytest
 from gevent.event import AsyncResult
 from pydantic import ValidationError
-from test_session import ScriptedSwitch, channel_data, start_session
+from test_session import ScriptedSwitch, start_session
 
 from esl_app import App, Call
 from esl_app.protocol import switch
@@ -95,14 +95,7 @@ def test_a_refused_nixevent_means_every_event_comes_and_nothing_is_asked_back(ca
     peer = ScriptedSwitch(peer_end)
     with caplog.at_level(logging.WARNING):
         connecting = gevent.spawn(session.connect)
-        assert peer.command().line == "connect"
-        peer.write(switch.connect_reply(channel_data()))
-        peer.command()
-        peer.write(switch.reply("+OK Events Enabled"))
-        peer.command()
-        peer.write(switch.reply("+OK will linger 10 seconds"))
-        assert peer.command().line == NIX_LINE
-        peer.write(switch.reply("-ERR no keywords supplied"))
+        peer.handshake(nixed="-ERR no keywords supplied")
         connecting.get(timeout=2)
         gevent.sleep(0.01)
     assert "nixevent refused" in caplog.text

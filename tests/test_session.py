@@ -62,7 +62,7 @@ class ScriptedSwitch:
     def write(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def handshake(self, mode: str = "async") -> None:
+    def handshake(self, mode: str = "async", nixed: str = "+OK events nixed") -> None:
         assert self.command().line == "connect"
         self.write(switch.connect_reply(channel_data(), mode=mode))
         assert self.command().line == "myevents"
@@ -70,7 +70,7 @@ class ScriptedSwitch:
         assert self.command().line.startswith("linger")
         self.write(switch.reply("+OK will linger 10 seconds"))
         assert self.command().line == "nixevent CHANNEL_PARK CHANNEL_UNPARK CHANNEL_STATE CHANNEL_EXECUTE"
-        self.write(switch.reply("+OK events nixed"))
+        self.write(switch.reply(nixed))
 
 
 def start_session(settings: SessionSettings | None = None):

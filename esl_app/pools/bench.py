@@ -90,10 +90,6 @@ class _Timer:
 
 def generate(spec: dict[str, Any]) -> dict[str, Any]:
     """Open loop: ``rate`` new calls per second for ``duration`` seconds to ``port``."""
-    import gevent.socket  # noqa: F401 - imported before the collection below, as _generate's others
-
-    from esl_app.testing import peer  # noqa: F401
-
     if spec.get("cpus"):
         os.sched_setaffinity(0, spec["cpus"])
     # The generator stands for FreeSWITCH (C: no collector). With ~100 fake calls alive (a 2 s hold at

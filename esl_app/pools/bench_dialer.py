@@ -372,17 +372,14 @@ async def _backends(conn: asyncpg.Connection) -> list[int]:
     return [r["pid"] for r in rows]
 
 
-def pin_backends(pids: list[int], cpus: list[int]) -> int:
+def pin_backends(pids: list[int], cpus: list[int]) -> None:
     """Move the dialers' Postgres backends to the flood's CPUs (``--pin``): they stand for the dialer's
     database, on other hosts in a deployment. Measured without this: ~16% of CPU 0 was Postgres during
     a flood (perf, cpu-clock samples by command), which the scheduler put next to the inbound pool.
-    Returns how many were moved (moving another user's process needs root: CAP_SYS_NICE)."""
-    moved = 0
+    Moving another user's process needs root (CAP_SYS_NICE); without it they stay where they are."""
     for pid in pids:
         with contextlib.suppress(OSError):  # gone, or not ours to move
             os.sched_setaffinity(pid, cpus)
-            moved += 1
-    return moved
 
 
 class Meter:
@@ -392,12 +389,11 @@ class Meter:
 
     def __init__(self, parts: dict[str, list[int]], dsn: str, flood_cpus: list[int] | None = None) -> None:
         self.parts, self.dsn, self.flood_cpus = parts, dsn, flood_cpus
-        self.backends_pinned = 0
 
     def snapshot(self) -> dict[str, Any]:
         backends = _sql(self.dsn, "public", _backends)
         if self.flood_cpus:
-            self.backends_pinned = max(self.backends_pinned, pin_backends(backends, self.flood_cpus))
+            pin_backends(backends, self.flood_cpus)
         parts = {name: {pid: _cpu_seconds(pid) for pid in pids} for name, pids in self.parts.items()}
         parts["postgres (dialers)"] = {pid: _cpu_seconds(pid) for pid in backends}
         waits = {pid: _waited_seconds(pid) for pid in self.parts["inbound worker"]}

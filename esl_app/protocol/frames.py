@@ -169,6 +169,14 @@ _BLOCK_END = re.compile(rb"\n\n")
 _ANY_LENGTH = re.compile(rb"-[lL][eE][nN][gG][tT][hH]")
 
 
+def _ends_with_a_length(block: bytes) -> bool:
+    """Whether the block's last line may be a length header: where ``switch_event_serialize`` writes
+    its own ``Content-Length``, and only before a body. A body-less event then carries no length of
+    FreeSWITCH's, and one a client sent (sendevent, earlier in the block) read no body. Looking at the
+    last line only, not the whole ~10 kB block, was 6% of a call's CPU (benchmark flow, py-spy)."""
+    return _ANY_LENGTH.search(block, block.rfind(b"\n") + 1) is not None
+
+
 def parse_plain_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -> Event:
     found = _BLOCK_END.search(payload)
     if found is None:
@@ -181,7 +189,7 @@ def parse_plain_event(payload: bytes, limits: ProtocolLimits = DEFAULT_LIMITS) -
         raise ProtocolError(f"event header block exceeds {limits.max_header_block} bytes")
     if too_many_lines(block, limits.max_headers):
         raise ProtocolError(f"event header block has more than {limits.max_headers} lines")
-    if not rest and _ANY_LENGTH.search(block) is None:
+    if not rest and not _ends_with_a_length(block):
         # the common case (no inner body): headers are found in the raw block when asked for
         return Event(Headers.from_block(block, encoded=True, short_lived=True), "", "plain")
     headers = Headers((name, decode_value(raw)) for name, raw in split_header_lines(block))

@@ -660,3 +660,25 @@ def test_a_full_envelope_cache_keeps_its_entries_and_parses_new_blocks_uncached(
     assert len(kept) == 3
     parser.feed(b"".join(events))
     assert list(parser_module._ENVELOPES) == kept
+
+
+SPELLINGS = ["Unique-ID", "unique-id", "UNIQUE-ID", "Hangup-Cause", "hangup-cause", "Other"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(SPELLINGS), st.text(st.characters(codec="ascii"), max_size=8)), max_size=8),
+    st.integers(0, 60),
+    st.sampled_from(SPELLINGS),
+)
+def test_a_lazy_lookup_finds_the_first_line_in_any_case_as_the_full_parse_does(
+    lines: list[tuple[str, str]], padding: int, asked: str
+) -> None:
+    # padding lines after them put the looked-up lines in the block's first quarter, where a name
+    # spelled as asked is found without lower-casing the whole block
+    pairs = [("Event-Name", "CUSTOM"), *lines, *[(f"Pad-{k}", "x" * 30) for k in range(padding)]]
+    block = "".join(f"{name}: {encode_value(value)}\n" for name, value in pairs).encode()[:-1]
+    lazy = Headers.from_block(block, encoded=True, short_lived=True)
+    eager = Headers(pairs)
+    assert lazy.get(asked) == eager.get(asked)
+    assert lazy.get(asked.swapcase()) == eager.get(asked)  # a spelling no line has: the lower-cased copy

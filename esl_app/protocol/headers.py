@@ -7,7 +7,8 @@ order; ``get``/``[]`` return the first occurrence, ``get_all`` every one.
 Lazy mode (``Headers.from_block``): a serialized event of a real call has 100-250 headers, and a call
 control application reads five of them. A lazy ``Headers`` keeps the raw header block (bytes) and
 finds a name in it when asked (``bytes.find`` on a lower-cased copy: the first line that starts with
-``name:``, any case), then decodes that one value. Everything that needs all pairs (iteration,
+``name:``, any case; a name spelled as asked early in the block is found without that copy), then
+decodes that one value. Everything that needs all pairs (iteration,
 ``items``, ``get_all``, ``len``, equality) parses the whole block once, exactly as the eager path
 does, and drops the raw bytes. A name that is not found at line start but occurs somewhere in the
 block (e.g. written with spaces around it) also takes the full parse, so results match the eager
@@ -160,6 +161,26 @@ class Headers:
             _recent_lower = (raw, lower)
         return lower
 
+    def _exact_early(self, raw: bytes, exact: bytes, name: str) -> int:
+        """Where the value of ``name`` starts if it is spelled as asked on a line in the first quarter
+        of the block, with no line of another case before it; else -1.
+
+        Without a lower-cased copy of the ~10 kB block: only the part before the line is lowered,
+        which alone can hold an earlier line of another case (a name has no LF, so no occurrence
+        straddles the line's own). FreeSWITCH writes its canonical spelling, and the names a call
+        reads in every event (Unique-ID ~650 bytes in, Hangup-Cause) sit early: this saved a
+        ``bytes.lower()`` of the whole event on six of a call's seven events.
+        """
+        if self._lower is not None or _recent_lower[0] is raw:
+            return -1  # the lower-cased copy exists: one find in it is cheaper
+        at = raw.find(b"\n" + exact + b":", 0, len(raw) >> 2)
+        if at < 0:
+            return -1  # absent, other case, or late: the whole copy is made once and kept
+        line = b"\n" + name.lower().encode() + b":"
+        if line in b"\n" + raw[:at].lower():
+            return -1
+        return at + len(line)
+
     def _lazy_first(self, name: str) -> tuple[bool, str | None]:
         """(True, value or None) when the raw block answers; (False, None) when a full parse must."""
         cache = self._cache
@@ -172,6 +193,8 @@ class Headers:
         if raw.startswith(exact) and raw[len(exact) : len(exact) + 1] == b":":
             # the first line (an event's Event-Name): nothing before it, no lower-cased copy needed
             start = len(exact) + 1
+        elif (found := self._exact_early(raw, exact, name)) >= 0:
+            start = found
         else:
             lower = self._lowered(raw)
             key = name.lower().encode()

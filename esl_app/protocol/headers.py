@@ -86,13 +86,18 @@ class Headers:
         ``lower`` is ``block.lower()`` if the caller has it. ``short_lived`` (events) keeps the
         lower-cased copy once a lookup made it; long-lived blocks (channel data) do not, to keep
         their memory at the size of the block, and share the one most recently made instead (a
-        call reads its channel data in bursts: the handshake, the routing).
+        call reads its channel data in bursts: the handshake, the routing). A ``lower`` given for a
+        long-lived block becomes that shared one, so its first lookups do not lower it again.
         """
+        global _recent_lower
         self = cls.__new__(cls)
         self._items = None
         self._index = None
         self._raw = block
         self._packed = None
+        if lower is not None and not short_lived:
+            _recent_lower = (block, lower)
+            lower = None
         self._lower = lower
         self._keep_lower = short_lived
         self._encoded = encoded

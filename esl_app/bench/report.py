@@ -549,12 +549,50 @@ server's closed-loop CPU per call measured 0.69, 0.96, 1.21 and 0.92 ms in four 
 18:35 UTC, and alternating old/new timing runs at ~19:00 ranged 0.88-1.46 ms: the VM's neighbours. The
 instruction and syscall counts above are the comparison that holds.
 
+## Third pass (issue 13): fewer passes over each event (2026-12-03, 20:30-21:00 UTC)
+
+py-spy on the bench server (closed loop) put ~59% of its samples in the protocol layer, most of it
+whole-event scans of FreeSWITCH's ~10 kB blocks. Three of them went:
+
+* **The inner `Content-Length` check** scanned the whole header block of every body-less event for
+  `-length` in any case (6% of the samples). `switch_event_serialize` writes its own Content-Length
+  as the block's last line and only before a body, so only the last line is looked at now; a length
+  earlier in a body-less block is a client's (sendevent) that read no body, and was accepted before too.
+* **`Unique-ID` and `Hangup-Cause`** (~650 and ~500 bytes into an event) were found in a lower-cased
+  copy of the whole event. A name spelled as FreeSWITCH writes it, in the block's first quarter, is now
+  found directly; only the part before it is lower-cased, to rule out an earlier line in another case
+  (a property test compares the lookup with the full parse). Late headers (`Application-UUID`) still
+  use the whole copy, made once per event.
+* **The blank line ending a block** was found with two `bytes.find` calls (LF LF, then LF CR LF up to
+  it): 14.5 us over the ~11 kB connect reply. One compiled search for `\n\r?\n` takes 6.4 us, and the
+  connect reply's lower-cased copy, made to recognise it, now serves the lookups that follow.
+
+Callgrind, same method as above: **4.14 M → 3.52 M instructions per call (-15%)**. Closed loop on a
+quiet machine: ~1,850 → ~1,990-2,040 calls/s, server CPU 0.54 → 0.50 ms per call.
+
+**The tail after it.** Every run after the change, setup p99 at 50% / 70% of esl-app's own maximum:
+`--phases tail` at 21:20 and 21:22 UTC gave 1.60 / 1.75 ms and 1.15 / 1.84 ms with 4.86x and 4.77x
+the minimal server; this page's full run (20:56) gave **3.93 ms at 50%** (p90 0.64 ms, max 7.6 ms:
+one stall touched more than 1% of that point's 15 s) and 1.83 ms at 70%, while its 4 s sweep points
+at 1,000 and 1,391 calls/s gave p99 1.25 and 2.26 ms. Before the change the same command gave, at
+20:30-20:35, 2.09 / 2.64, 1.34 / 10.19 and 1.33 / 3.76 ms. In an open loop the server still spends
+~1.4x the CPU per call of the closed loop (0.69-0.82 against 0.50 ms here): at 70% of the closed-loop
+maximum it is 97% busy, so one stall of the host queues calls for tens of milliseconds. Cutting the
+work per call moves the closed-loop maximum by the same factor, so it does not change that share.
+What differs between the modes is the wake-ups: py-spy puts the open loop's extra time in the sends
+that wake the sleeping generator on the other vCPU (+30 us per call), in `epoll_wait` (+20 us), in
+`accept` and `shutdown`. A generator that busy-polled cut the server's CPU per call from 0.75 to
+0.63 ms (the loopback makes the sender pay for the receiver's wake-up, which a switch on another host
+would not), and a SCHED_IDLE spinner keeping CPU 0 from idling changed nothing; neither is used.
+
 ## Notes on the targets
 
-* **Throughput goal 4x**: since the handshake's `nixevent` (above) the runs of 2026-12-03 gave 4.96x,
-  5.05x, 4.59x (this page's run, on a noisy VM: both servers slower), 3.31x and 4.91x; before it,
-  2.8x to 4.68x. The 3.31x run had esl-app at 1.18 ms of CPU per call where the others had 0.62-0.84,
-  with the instruction count unchanged (callgrind, 4.14 M): met most of the time, not every time.
+* **Throughput goal 4x**: after the third pass, 4.86x (this page's run, 1,988 against 409 calls/s),
+  4.86x and 4.77x; before it, 4.48x and 4.64x in the same hour. Since the handshake's `nixevent`
+  (above) the runs of 2026-12-03 gave 4.96x, 5.05x, 4.59x (on a noisy VM: both servers slower),
+  3.31x and 4.91x; before it, 2.8x to 4.68x. The 3.31x run had esl-app at 1.18 ms of CPU per call
+  where the others had 0.62-0.84, with the instruction count unchanged (callgrind, 4.14 M): met most
+  of the time, not every time.
   Server CPU per call 0.6-1.1 ms depending on the moment, against 3.8-5.0 ms for the minimal server;
   what is left is mostly framing ~83 kB of FreeSWITCH frames per call and ~0.2 ms of kernel time.
 * **Memory**: a held call is its session and call objects, the socket and its watchers, the call

@@ -199,6 +199,7 @@ def test_handler_module_reimported_per_call_loads_the_app_once(tmp_path, monkeyp
 
 
 def test_runtime_warms_and_fsapi_reports(open_hours):
+    fake_freeswitch.install()  # alone (or first on an xdist worker) nothing else has put it in place
     import esl_app.modpython as entry
 
     entry.runtime("callflows.demo:app")

@@ -577,8 +577,8 @@ ms: one stall touched more than 1% of that point's 15 s; its 4 s sweep point at 
 1.25 ms) and 1.83 ms at 70%, 17.7 kB per held call; at 22:22, this page's run, 4.87x, 1.21 / 1.86 ms
 and 17.8 kB: every goal of the issue in one run, in one of the two full runs. Before the change
 `--phases tail` gave, at 20:30-20:35, 2.09 / 2.64, 1.34 / 10.19 and 1.33 / 3.76 ms. In an open
-loop the server still spends ~1.4x the CPU per call of the closed loop (0.69-0.82 against 0.50 ms here): at 70% of the closed-loop
-maximum it is 97% busy, so one stall of the host queues calls for tens of milliseconds. Cutting the
+loop the server still spends ~1.4x the CPU per call of the closed loop (0.69-0.82 against 0.50 ms
+here): at 70% of the closed-loop maximum it is 97% busy, so one stall of the host queues calls for tens of milliseconds. Cutting the
 work per call moves the closed-loop maximum by the same factor, so it does not change that share.
 What differs between the modes is the wake-ups: py-spy puts the open loop's extra time in the sends
 that wake the sleeping generator on the other vCPU (+30 us per call), in `epoll_wait` (+20 us), in

@@ -571,18 +571,18 @@ Callgrind, same method as above: **4.14 M → 3.52 M instructions per call (-15%
 quiet machine: ~1,850 → ~1,990-2,040 calls/s, server CPU 0.54 → 0.50 ms per call.
 
 **The tail after it.** Every run after the change, setup p99 at 50% / 70% of esl-app's own maximum:
-`--phases tail` at 21:20 and 21:22 UTC gave 1.60 / 1.75 ms and 1.15 / 1.84 ms with 4.86x and 4.77x
-the minimal server. Two full suite runs: at 20:56, 4.86x, **3.93 ms at 50%** (p90 0.64 ms, max 7.6
-ms: one stall touched more than 1% of that point's 15 s; its 4 s sweep point at 1,000 calls/s gave
-1.25 ms) and 1.83 ms at 70%, 17.7 kB per held call; at 22:22, this page's run, 4.87x, 1.21 / 1.86 ms
-and 17.8 kB: every goal of the issue in one run, in one of the two full runs. Before the change
-`--phases tail` gave, at 20:30-20:35, 2.09 / 2.64, 1.34 / 10.19 and 1.33 / 3.76 ms. In an open
-loop the server still spends ~1.4x the CPU per call of the closed loop (0.69-0.82 against 0.50 ms
-here): at 70% of the closed-loop maximum it is 97% busy, so one stall of the host queues calls for tens of milliseconds. Cutting the
-work per call moves the closed-loop maximum by the same factor, so it does not change that share.
-What differs between the modes is the wake-ups: py-spy puts the open loop's extra time in the sends
-that wake the sleeping generator on the other vCPU (+30 us per call), in `epoll_wait` (+20 us), in
-`accept` and `shutdown`. A generator that busy-polled cut the server's CPU per call from 0.75 to
+`--phases tail` at 21:20 and 21:22 UTC gave 1.60 / 1.75 ms and 1.15 / 1.84 ms with 4.86x and 4.77x the
+minimal server. Two full suite runs: at 20:56, 4.86x, **3.93 ms at 50%** (p90 0.64 ms, max 7.6 ms: one
+stall touched more than 1% of that point's 15 s; its 4 s sweep point at 1,000 calls/s gave 1.25 ms) and
+1.83 ms at 70%, 17.7 kB per held call; at 22:22, this page's run, 4.87x, 1.21 / 1.86 ms and 17.8 kB:
+every goal of the issue in one run, in one of the two full runs. Before the change `--phases tail`
+gave, at 20:30-20:35, 2.09 / 2.64, 1.34 / 10.19 and 1.33 / 3.76 ms. In an open loop the server still
+spends ~1.4x the CPU per call of the closed loop (0.69-0.82 against 0.50 ms here): at 70% of the
+closed-loop maximum it is 97% busy, so one stall of the host queues calls for tens of milliseconds.
+Cutting the work per call moves the closed-loop maximum by the same factor, so it does not change that
+share. What differs between the modes is the wake-ups: py-spy puts the open loop's extra time in the
+sends that wake the sleeping generator on the other vCPU (+30 us per call), in `epoll_wait` (+20 us),
+in `accept` and `shutdown`. A generator that busy-polled cut the server's CPU per call from 0.75 to
 0.63 ms (the loopback makes the sender pay for the receiver's wake-up, which a switch on another host
 would not), and a SCHED_IDLE spinner keeping CPU 0 from idling changed nothing; neither is used.
 

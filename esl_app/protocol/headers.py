@@ -181,10 +181,11 @@ class Headers:
         at = raw.find(b"\n" + exact + b":", 0, len(raw) >> 2)
         if at < 0:
             return -1  # absent, other case, or late: the whole copy is made once and kept
-        line = b"\n" + name.lower().encode() + b":"
-        if line in b"\n" + raw[:at].lower():
+        key = name.lower().encode() + b":"
+        before = raw[:at].lower()
+        if before.startswith(key) or b"\n" + key in before:
             return -1
-        return at + len(line)
+        return at + 1 + len(key)
 
     def _lazy_first(self, name: str) -> tuple[bool, str | None]:
         """(True, value or None) when the raw block answers; (False, None) when a full parse must."""

@@ -98,9 +98,11 @@ def test_calls_with_a_worker_killed_every_few_calls_lose_nothing_and_repeat_noth
     # a step a killed worker had sent but that never completed there was sent again by the next one
     # (answer, welcome on the first socket, welcome again: never a prompt heard to its end twice, which
     # repeated_prompts checks above). The order is checked on what completed, and on the last socket.
-    # The same race at the menu: the caller's digit reached a worker that died before the menu's
-    # completion did, so the next worker's menu heard none and the flow took its own no-choice branch
-    # (the FAILED prompt, no bridge). Allowed on a resumed call only, right after the menu.
+    # The same race at the menu (seen in clean-clone CI and under load): the menu was skipped (sent by
+    # a worker that died before FreeSWITCH started it) or its digit went to the dead worker's socket
+    # (the next socket gets only the caller's remaining input), and the flow took its own no-choice
+    # branch: the FAILED prompt, never a bridge. Allowed on a resumed call only; its other steps must
+    # still come in order (a step re-sent by the next worker counted once, as above).
     for record in outcome.records:
         items = []
         for number, socket in enumerate(record.sockets, 1):
@@ -113,11 +115,11 @@ def test_calls_with_a_worker_killed_every_few_calls_lose_nothing_and_repeat_noth
                         continue  # sent by a worker that died before it completed
                     completed.remove(item)
                 items.append(item)
-        if items[-1:] == [("playback", demo.FAILED)]:
-            assert len(record.sockets) > 1 and [app for app, _ in items[-2:-1]] == ["play_and_get_digits"], (
-                items, record.executed)  # fmt: skip
-            items = items[:-1]
-        apps = [app for app, _ in items]
+        if len(record.sockets) > 1 and items[-1:] == [("playback", demo.FAILED)]:
+            assert record.count("bridge") == 0, (items, record.executed)
+            apps = list(dict.fromkeys(app for app, arg in items if (app, arg) != ("playback", demo.FAILED)))
+        else:
+            apps = [app for app, _ in items]
         assert apps == [step for step in STEPS if step in apps], (apps, record.executed)
     assert outcome.wrong_flow < outcome.resumed  # rare: most resumed calls run every step
     assert outcome.resumed >= 3
